@@ -1,0 +1,74 @@
+"""Saving and loading meta-learned parameters."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .types import Params
+from .validation import check_params
+
+
+def save_params(params: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write ``params`` (detached, on the CPU) to ``path`` atomically.
+
+    The file is written beside its destination and renamed into place, so an
+    interrupted save never leaves a half-written file. It is a plain dict of tensors,
+    which ``model.load_state_dict`` also accepts.
+
+    Returns:
+        The path written.
+    """
+    if not isinstance(params, Mapping) or not all(
+        isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in params.items()
+    ):
+        raise TypeError("params must be a dict from parameter name (str) to torch.Tensor")
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path: the folder {str(path.parent)!r} does not exist")
+    state = {name: tensor.detach().cpu() for name, tensor in params.items()}
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
+        temporary = Path(file.name)
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def load_params(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    map_location: str | torch.device = "cpu",
+) -> Params:
+    """Read parameters written by ``save_params`` with ``torch.load(weights_only=True)``.
+
+    Args:
+        path: the file.
+        model: when given, the loaded params are checked against it.
+        map_location: where to put the tensors.
+
+    Returns:
+        The parameters, as plain tensors (no gradient).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no parameter file at {str(path)!r}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"path: {str(path)!r} is not a parameter file written by save_params ({error})") from error
+    if not isinstance(state, dict) or not all(
+        isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in state.items()
+    ):
+        raise ValueError(f"path: {str(path)!r} does not hold a dict of named tensors")
+    if model is not None:
+        check_params(model, state)
+    return state

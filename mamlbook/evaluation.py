@@ -1,0 +1,102 @@
+"""Evaluating meta-learned parameters on new tasks (chapter 4)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from torch.func import vmap
+
+from .inner import inner_loop, task_loss
+from .types import LossFn, Params, TaskBatch
+from .validation import check_inner_lr, check_int, check_loss_fn, check_params, check_task_batch, params_device
+
+
+class EvaluationResult(NamedTuple):
+    """Query loss after 0, 1, ..., n inner steps over T tasks.
+
+    Attributes:
+        per_task: ``(T, n + 1)`` query loss of each task after each number of steps.
+        mean: ``(n + 1,)`` mean over tasks.
+        ci95: ``(n + 1,)`` half-width of the 95 % confidence interval of the mean,
+            1.96 * standard deviation / sqrt(T).
+    """
+
+    per_task: torch.Tensor
+    mean: torch.Tensor
+    ci95: torch.Tensor
+
+    def summary(self, steps: tuple[int, ...] | None = None, digits: int = 2) -> str:
+        """Lines ``after s steps: mean ± ci95``, rounded; all steps when ``steps`` is None."""
+        steps = range(len(self.mean)) if steps is None else steps
+        return "\n".join(
+            f"after {s:2d} steps: {self.mean[s]:.{digits}f} ± {self.ci95[s]:.{digits}f}" for s in steps
+        )
+
+
+def evaluate(
+    model: nn.Module,
+    params: Params,
+    batch: TaskBatch,
+    *,
+    loss_fn: LossFn,
+    inner_lr: float,
+    steps: int,
+    chunk_size: int = 1000,
+) -> EvaluationResult:
+    """Adapt ``params`` to each task of ``batch`` and record the query loss after each step.
+
+    The same inner loop as in training, run without building a graph for theta.
+    Tasks whose loss diverges are kept (their loss is NaN or inf) and reported with a
+    warning, since divergence at evaluation is itself a result.
+
+    Args:
+        model: the network.
+        params: theta.
+        batch: T new tasks; support ``(T, K, ...)``, query ``(T, Q, ...)``.
+        loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
+        inner_lr: alpha used for fine-tuning.
+        steps: n, the largest number of inner steps to evaluate.
+        chunk_size: tasks adapted at once, to bound memory.
+
+    Returns:
+        The per-task losses and their mean and 95 % interval after 0..n steps.
+    """
+    check_params(model, params)
+    check_loss_fn(loss_fn)
+    inner_lr = check_inner_lr(inner_lr)
+    steps = check_int("steps", steps, minimum=0)
+    chunk_size = check_int("chunk_size", chunk_size, minimum=1)
+    batch = check_task_batch(batch, device=params_device(params))
+    theta = {name: tensor.detach() for name, tensor in params.items()}
+
+    def query_loss_curve(support_x, support_y, query_x, query_y):
+        adapted, curve = theta, []
+        for step in range(steps + 1):
+            curve.append(task_loss(model, adapted, query_x, query_y, loss_fn))
+            if step < steps:
+                adapted, _ = inner_loop(
+                    model, adapted, support_x, support_y,
+                    loss_fn=loss_fn, inner_lr=inner_lr, steps=1, first_order=True,
+                )
+        return torch.stack(curve)  # (steps + 1,)
+
+    with torch.no_grad():
+        per_task = torch.cat([
+            vmap(query_loss_curve)(*batch.slice_tasks(start, start + chunk_size))
+            for start in range(0, batch.num_tasks, chunk_size)
+        ]).cpu()  # (T, steps + 1)
+    diverged = int((~torch.isfinite(per_task)).any(dim=1).sum())
+    if diverged:
+        warnings.warn(
+            f"{diverged} of {batch.num_tasks} tasks reached a non-finite query loss within "
+            f"{steps} inner steps at inner_lr={inner_lr}; their losses are kept as NaN/inf",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    mean = per_task.mean(dim=0)
+    std = per_task.std(dim=0) if batch.num_tasks > 1 else torch.zeros_like(mean)
+    return EvaluationResult(per_task, mean, 1.96 * std / math.sqrt(batch.num_tasks))

@@ -1,0 +1,84 @@
+"""Figures shared by the chapters. Each function draws into a new figure and returns it."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torch.func import functional_call
+
+from .evaluation import EvaluationResult
+from .inner import adapt
+from .tasks import SineWaves
+from .training import TrainingHistory
+from .types import LossFn, Params, TaskBatch
+from .validation import params_device
+
+
+def plot_meta_loss(history: TrainingHistory, *, smooth: int = 50) -> Figure:
+    """The meta-loss per iteration and its moving average over ``smooth`` iterations."""
+    losses = history.meta_losses
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.plot(losses, alpha=0.3, label="meta-loss")
+    if len(losses) >= smooth > 1:
+        moving = losses.unfold(0, smooth, 1).mean(dim=1)
+        axes.plot(range(smooth - 1, len(losses)), moving, label=f"mean of {smooth}")
+    axes.set(xlabel="meta-iteration", ylabel="query MSE after adaptation", yscale="log")
+    axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_sine_adaptation(
+    model: nn.Module,
+    params: Params,
+    waves: SineWaves,
+    batch: TaskBatch,
+    *,
+    loss_fn: LossFn,
+    inner_lr: float,
+    steps: tuple[int, ...] = (0, 1, 10),
+    x_range: tuple[float, float] = (-5.0, 5.0),
+) -> Figure:
+    """One panel per task: the true sine, the support points and the fit after each of ``steps``.
+
+    Args:
+        model, params: the network and the starting point theta.
+        waves: the true amplitude and phase of the tasks, ``(T,)`` each.
+        batch: their support sets (the query sets are not used).
+        loss_fn, inner_lr: the inner loop's loss and step size.
+        steps: numbers of inner steps to draw.
+        x_range: the interval drawn.
+    """
+    grid = torch.linspace(*x_range, 200)
+    device = params_device(params)
+    truth = waves.curve(grid)  # (T, 200, 1)
+    num_tasks = len(waves.amplitude)
+    figure, axes = plt.subplots(1, num_tasks, figsize=(3.2 * num_tasks, 3), squeeze=False, sharey=True)
+    for task, panel in enumerate(axes[0]):
+        panel.plot(grid, truth[task, :, 0], color="black", label="true function")
+        support_x, support_y = batch.support_x[task].to(device), batch.support_y[task].to(device)
+        for count in steps:
+            adapted = adapt(model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=count)
+            with torch.no_grad():
+                fit = functional_call(model, adapted, (grid[:, None].to(device),)).cpu()
+            panel.plot(grid, fit[:, 0], linestyle="--", label=f"after {count} step{'s' * (count != 1)}")
+        panel.scatter(support_x.cpu()[:, 0], support_y.cpu()[:, 0], color="red", zorder=3, label="support points")
+        panel.set(xlabel="x", title=f"task {task}")
+    axes[0, 0].set_ylabel("y")
+    axes[0, -1].legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def plot_evaluation(results: dict[str, EvaluationResult]) -> Figure:
+    """Mean query loss against inner steps with 95 % intervals, one line per entry."""
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    for label, result in results.items():
+        steps = range(len(result.mean))
+        axes.errorbar(steps, result.mean, yerr=result.ci95, capsize=3, marker="o", label=label)
+    axes.set(xlabel="inner steps on the support set", ylabel="query MSE")
+    axes.legend()
+    figure.tight_layout()
+    return figure
