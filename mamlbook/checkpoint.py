@@ -64,7 +64,9 @@ def load_params(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        raise ValueError(f"path: {str(path)!r} is not a parameter file written by save_params ({error})") from error
+        raise ValueError(
+            f"path: {str(path)!r} is not a parameter file written by save_params ({error})"
+        ) from error
     if not isinstance(state, dict) or not all(
         isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in state.items()
     ):

@@ -12,7 +12,14 @@ from torch.func import vmap
 
 from .inner import inner_loop, task_loss
 from .types import LossFn, Params, TaskBatch
-from .validation import check_inner_lr, check_int, check_loss_fn, check_params, check_task_batch, params_device
+from .validation import (
+    check_inner_lr,
+    check_int,
+    check_loss_fn,
+    check_params,
+    check_task_batch,
+    params_device,
+)
 
 
 class EvaluationResult(NamedTuple):
@@ -79,16 +86,24 @@ def evaluate(
             curve.append(task_loss(model, adapted, query_x, query_y, loss_fn))
             if step < steps:
                 adapted, _ = inner_loop(
-                    model, adapted, support_x, support_y,
-                    loss_fn=loss_fn, inner_lr=inner_lr, steps=1, first_order=True,
+                    model,
+                    adapted,
+                    support_x,
+                    support_y,
+                    loss_fn=loss_fn,
+                    inner_lr=inner_lr,
+                    steps=1,
+                    first_order=True,
                 )
         return torch.stack(curve)  # (steps + 1,)
 
     with torch.no_grad():
-        per_task = torch.cat([
-            vmap(query_loss_curve)(*batch.slice_tasks(start, start + chunk_size))
-            for start in range(0, batch.num_tasks, chunk_size)
-        ]).cpu()  # (T, steps + 1)
+        per_task = torch.cat(
+            [
+                vmap(query_loss_curve)(*batch.slice_tasks(start, start + chunk_size))
+                for start in range(0, batch.num_tasks, chunk_size)
+            ]
+        ).cpu()  # (T, steps + 1)
     diverged = int((~torch.isfinite(per_task)).any(dim=1).sum())
     if diverged:
         warnings.warn(

@@ -21,7 +21,9 @@ from .validation import (
 )
 
 
-def task_loss(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
+def task_loss(
+    model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
+) -> torch.Tensor:
     """``loss_fn(f_params(x), y)``: the loss of ``model`` run with ``params`` on one set."""
     return loss_fn(functional_call(model, params, (x,)), y)
 

@@ -69,8 +69,14 @@ def maml_loss(
 
     def adapted_query_loss(support_x, support_y, query_x, query_y):
         adapted, support_losses = inner_loop(
-            model, params, support_x, support_y,
-            loss_fn=loss_fn, inner_lr=inner_lr, steps=steps, first_order=first_order,
+            model,
+            params,
+            support_x,
+            support_y,
+            loss_fn=loss_fn,
+            inner_lr=inner_lr,
+            steps=steps,
+            first_order=first_order,
         )
         return task_loss(model, adapted, query_x, query_y, loss_fn), support_losses
 

@@ -32,7 +32,7 @@ class MLP(nn.Module):
             raise TypeError(f"hidden must be a sequence of layer sizes, got {hidden!r}")
         sizes = [in_features] + [check_int("hidden layer size", size, minimum=1) for size in hidden]
         layers: list[nn.Module] = []
-        for size_in, size_out in zip(sizes[:-1], sizes[1:]):
+        for size_in, size_out in zip(sizes[:-1], sizes[1:], strict=True):
             layers += [nn.Linear(size_in, size_out), nn.ReLU()]
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(sizes[-1], out_features)

@@ -60,11 +60,15 @@ def plot_sine_adaptation(
         panel.plot(grid, truth[task, :, 0], color="black", label="true function")
         support_x, support_y = batch.support_x[task].to(device), batch.support_y[task].to(device)
         for count in steps:
-            adapted = adapt(model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=count)
+            adapted = adapt(
+                model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=count
+            )
             with torch.no_grad():
                 fit = functional_call(model, adapted, (grid[:, None].to(device),)).cpu()
             panel.plot(grid, fit[:, 0], linestyle="--", label=f"after {count} step{'s' * (count != 1)}")
-        panel.scatter(support_x.cpu()[:, 0], support_y.cpu()[:, 0], color="red", zorder=3, label="support points")
+        panel.scatter(
+            support_x.cpu()[:, 0], support_y.cpu()[:, 0], color="red", zorder=3, label="support points"
+        )
         panel.set(xlabel="x", title=f"task {task}")
     axes[0, 0].set_ylabel("y")
     axes[0, -1].legend(fontsize="small")

@@ -117,6 +117,8 @@ class Sinusoid:
         return self.make_batch(waves, num_support, num_query, generator=generator)
 
 
-def _uniform(shape: tuple[int, ...], bounds: tuple[float, float], generator: torch.Generator | None) -> torch.Tensor:
+def _uniform(
+    shape: tuple[int, ...], bounds: tuple[float, float], generator: torch.Generator | None
+) -> torch.Tensor:
     low, high = bounds
     return low + (high - low) * torch.rand(shape, generator=generator)

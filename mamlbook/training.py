@@ -114,7 +114,9 @@ def meta_train(
     if not isinstance(config, MetaTrainConfig):
         raise TypeError(f"config must be a MetaTrainConfig, got {type(config).__name__}")
     if not callable(sample_tasks):
-        raise TypeError(f"sample_tasks must be callable as sample_tasks(num_tasks, *, generator), got {sample_tasks!r}")
+        raise TypeError(
+            f"sample_tasks must be callable as sample_tasks(num_tasks, *, generator), got {sample_tasks!r}"
+        )
     check_loss_fn(loss_fn)
     device = resolve_device(device)
     model.to(device)
@@ -128,8 +130,13 @@ def meta_train(
         for iteration in bar:
             batch = sample_tasks(config.meta_batch_size, generator=generator).to(device)
             loss = maml_loss(
-                model, params, batch, loss_fn=loss_fn,
-                inner_lr=config.inner_lr, steps=config.inner_steps, first_order=config.first_order,
+                model,
+                params,
+                batch,
+                loss_fn=loss_fn,
+                inner_lr=config.inner_lr,
+                steps=config.inner_steps,
+                first_order=config.first_order,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

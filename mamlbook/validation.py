@@ -113,11 +113,10 @@ def check_task_batch(batch: object, *, device: torch.device | None = None) -> Ta
     """
     if not isinstance(batch, tuple) or len(batch) != 4:
         raise TypeError(
-            "batch must be a TaskBatch(support_x, support_y, query_x, query_y), "
-            f"got {type(batch).__name__}"
+            f"batch must be a TaskBatch(support_x, support_y, query_x, query_y), got {type(batch).__name__}"
         )
     batch = TaskBatch(*batch)
-    for field, tensor in zip(TaskBatch._fields, batch):
+    for field, tensor in zip(TaskBatch._fields, batch, strict=True):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"batch.{field} must be a torch.Tensor, got {type(tensor).__name__}")
         if tensor.dim() < 2:
@@ -131,11 +130,9 @@ def check_task_batch(batch: object, *, device: torch.device | None = None) -> Ta
             )
     support_x, support_y, query_x, query_y = batch
     num_tasks = support_x.shape[0]
-    for field, tensor in zip(TaskBatch._fields[1:], batch[1:]):
+    for field, tensor in zip(TaskBatch._fields[1:], batch[1:], strict=True):
         if tensor.shape[0] != num_tasks:
-            raise ValueError(
-                f"batch.{field} has {tensor.shape[0]} tasks but batch.support_x has {num_tasks}"
-            )
+            raise ValueError(f"batch.{field} has {tensor.shape[0]} tasks but batch.support_x has {num_tasks}")
     if num_tasks == 0:
         raise ValueError("batch has T = 0 tasks; it needs at least one")
     for x_name, x, y_name, y in (
