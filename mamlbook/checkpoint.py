@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,8 +32,7 @@ def save_params(params: Mapping[str, torch.Tensor], path: str | os.PathLike) -> 
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: the folder {str(path.parent)!r} does not exist")
     state = {name: tensor.detach().cpu() for name, tensor in params.items()}
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
-        temporary = Path(file.name)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         torch.save(state, temporary)
         os.replace(temporary, path)

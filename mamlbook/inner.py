@@ -17,6 +17,8 @@ from .validation import (
     check_int,
     check_loss_fn,
     check_params,
+    check_support_set,
+    params_device,
     raise_if_not_finite,
 )
 
@@ -97,11 +99,7 @@ def adapt(
     check_loss_fn(loss_fn)
     inner_lr = check_inner_lr(inner_lr)
     steps = check_int("steps", steps, minimum=0)
-    if x.shape[:1] != y.shape[:1] or x.shape[0] == 0:
-        raise ValueError(
-            f"x and y must hold the same number K >= 1 of examples, got shapes "
-            f"{tuple(x.shape)} and {tuple(y.shape)}"
-        )
+    check_support_set(x, y, device=params_device(params))
     adapted, support_losses = inner_loop(
         model, params, x, y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps, first_order=first_order
     )

@@ -82,6 +82,10 @@ def maml_loss(
 
     query_losses, support_losses = vmap(adapted_query_loss)(*batch)  # (T,), (T, steps)
     raise_if_not_finite(
-        support_losses, torch.isfinite(query_losses), inner_lr=inner_lr, final_what="query loss"
+        support_losses,
+        torch.isfinite(query_losses),
+        inner_lr=inner_lr,
+        final_what="query loss",
+        query_sets=(batch.query_x, batch.query_y),
     )
     return query_losses.mean()

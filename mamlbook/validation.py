@@ -99,6 +99,22 @@ def check_params(model: object, params: object) -> None:
             )
 
 
+def check_support_set(x: object, y: object, *, device: torch.device | None = None) -> None:
+    """``x`` and ``y`` must be tensors ``(K, ...)`` with the same K >= 1, on ``device`` if given."""
+    for name, tensor in (("x", x), ("y", y)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if device is not None and tensor.device != device:
+            raise ValueError(
+                f"{name} is on {tensor.device} but the params are on {device}; move it with {name}.to(device)"
+            )
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(
+            f"x and y must hold the same number K >= 1 of examples, got shapes "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+
+
 def params_device(params: Mapping[str, torch.Tensor]) -> torch.device | None:
     """The device of the first tensor of ``params``; None when it is empty."""
     return next((tensor.device for tensor in params.values()), None)
@@ -159,8 +175,12 @@ def raise_if_not_finite(
     *,
     inner_lr: float,
     final_what: str,
+    query_sets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
     """Raise ``NonFiniteLossError`` naming the first inner step whose loss was not finite.
+
+    A non-finite final value is blamed on the query set when it holds NaN or inf, on
+    the params when no inner step was taken, and on ``inner_lr`` otherwise.
 
     Args:
         support_losses: ``(T, steps)`` support loss of each task before each inner step.
@@ -168,6 +188,8 @@ def raise_if_not_finite(
             (their values, or their query loss) is finite.
         inner_lr: the inner learning rate used, quoted in the message.
         final_what: what ``final_is_finite`` describes, for the message.
+        query_sets: ``(query_x, query_y)``, ``(T, Q, ...)`` each, looked at only on
+            failure; None when ``final_is_finite`` does not depend on them.
     """
     support_is_finite = torch.isfinite(support_losses)
     if bool(support_is_finite.all() & final_is_finite.all()):
@@ -176,6 +198,18 @@ def raise_if_not_finite(
     bad_steps = (~support_is_finite).any(dim=0).nonzero()
     if len(bad_steps) == 0:
         task = int((~final_is_finite).nonzero()[0])
+        if query_sets is not None and not all(
+            bool(torch.isfinite(tensor[task]).all()) for tensor in query_sets
+        ):
+            raise NonFiniteLossError(
+                f"non-finite {final_what} for task {task}: its query set holds NaN or inf; "
+                "check batch.query_x and batch.query_y"
+            )
+        if num_steps == 0:
+            raise NonFiniteLossError(
+                f"non-finite {final_what} for task {task} with no inner step taken: "
+                "check the params for NaN or inf"
+            )
         raise NonFiniteLossError(
             f"the {final_what} of task {task} became non-finite after all {num_steps} inner "
             f"step(s) with inner_lr={inner_lr}; try a smaller inner_lr"
