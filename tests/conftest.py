@@ -1,0 +1,66 @@
+"""Small shared builders: seeded models and task batches that leave the global RNG alone."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+import mamlbook as mb
+
+
+@pytest.fixture
+def make_model() -> Callable[..., nn.Module]:
+    """``make_model(factory, seed=0, dtype=torch.float64)``: ``factory()`` initialised from ``seed``.
+
+    The initialisation runs inside ``torch.random.fork_rng`` so tests do not disturb each
+    other through the global generator.
+    """
+
+    def build(factory: Callable[[], nn.Module], seed: int = 0, dtype: torch.dtype = torch.float64):
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return factory().to(dtype)
+
+    return build
+
+
+@pytest.fixture
+def sine_batch() -> Callable[..., mb.TaskBatch]:
+    """``sine_batch(num_tasks, num_support, num_query, seed=0, dtype=torch.float64)``: sinusoid tasks."""
+
+    def sample(
+        num_tasks: int = 4,
+        num_support: int = 5,
+        num_query: int = 6,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float64,
+    ) -> mb.TaskBatch:
+        generator = torch.Generator().manual_seed(seed)
+        batch = mb.tasks.Sinusoid().sample(num_tasks, num_support, num_query, generator=generator)
+        return mb.TaskBatch(*(tensor.to(dtype) for tensor in batch))
+
+    return sample
+
+
+def leaf_params(model: nn.Module) -> mb.Params:
+    """Fresh leaf copies of ``model``'s parameters that require grad: theta for one test."""
+    return {name: tensor.detach().clone().requires_grad_() for name, tensor in model.named_parameters()}
+
+
+@pytest.fixture
+def theta() -> Callable[[nn.Module], mb.Params]:
+    """``theta(model)``: fresh leaf copies of the model's parameters that require grad."""
+    return leaf_params
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Run torch on one thread: the tensors here are tiny, and on a busy two-core machine
+    several threads per operation make the suite many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
