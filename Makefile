@@ -1,0 +1,42 @@
+# The README's two commands: `make book` builds the book, `make test` runs every test.
+# Both set up a virtual environment in .venv first; a second run reuses it.
+
+PYTHON ?= python3
+# Torch is installed first, only where the environment has none; override for a CUDA build,
+# e.g. `make test TORCH="torch==2.13.0 --index-url <your CUDA index>"`.
+TORCH ?= torch==2.13.0
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+# Notebook kernels come from the environment, not from a kernel installed elsewhere.
+export JUPYTER_PREFER_ENV_PATH := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup book test lint notebooks clean
+
+setup: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH)
+	$(BIN)/python -m pip install -e ".[book,test,dev]"
+	touch $@
+
+book: setup
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+# Execute every notebook with its default parameters (DEVICE=cuda on a GPU machine).
+DEVICE ?= auto
+notebooks: setup
+	$(BIN)/python scripts/run_notebooks.py --device $(DEVICE)
+
+clean:
+	rm -rf _build
