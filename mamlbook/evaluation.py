@@ -8,9 +8,8 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.func import vmap
 
-from .inner import inner_loop, task_loss
+from .inner import inner_loop, per_task, task_losses
 from .types import LossFn, Params, TaskBatch
 from .validation import (
     check_inner_lr,
@@ -42,6 +41,28 @@ class EvaluationResult(NamedTuple):
         return "\n".join(
             f"after {s:2d} steps: {self.mean[s]:.{digits}f} ± {self.ci95[s]:.{digits}f}" for s in steps
         )
+
+
+def _query_loss_curves(
+    model: nn.Module, theta: Params, tasks: TaskBatch, loss_fn: LossFn, inner_lr: float, steps: int
+) -> torch.Tensor:
+    """``(T, steps + 1)`` query loss of each task after 0..steps first-order inner steps."""
+    adapted, curve = per_task(theta, tasks.num_tasks), []
+    for step in range(steps + 1):
+        with torch.no_grad():
+            curve.append(task_losses(model, adapted, tasks.query_x, tasks.query_y, loss_fn))
+        if step < steps:
+            adapted, _ = inner_loop(
+                model,
+                adapted,
+                tasks.support_x,
+                tasks.support_y,
+                loss_fn=loss_fn,
+                inner_lr=inner_lr,
+                steps=1,
+                first_order=True,
+            )
+    return torch.stack(curve, dim=1)
 
 
 def evaluate(
@@ -79,32 +100,15 @@ def evaluate(
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     batch = check_task_batch(batch, device=params_device(params))
     theta = {name: tensor.detach() for name, tensor in params.items()}
-
-    def query_loss_curve(support_x, support_y, query_x, query_y):
-        adapted, curve = theta, []
-        for step in range(steps + 1):
-            curve.append(task_loss(model, adapted, query_x, query_y, loss_fn))
-            if step < steps:
-                adapted, _ = inner_loop(
-                    model,
-                    adapted,
-                    support_x,
-                    support_y,
-                    loss_fn=loss_fn,
-                    inner_lr=inner_lr,
-                    steps=1,
-                    first_order=True,
-                )
-        return torch.stack(curve)  # (steps + 1,)
-
-    with torch.no_grad():
-        per_task = torch.cat(
-            [
-                vmap(query_loss_curve)(*batch.slice_tasks(start, start + chunk_size))
-                for start in range(0, batch.num_tasks, chunk_size)
-            ]
-        ).cpu()  # (T, steps + 1)
-    diverged = int((~torch.isfinite(per_task)).any(dim=1).sum())
+    per_task_losses = torch.cat(
+        [
+            _query_loss_curves(
+                model, theta, batch.slice_tasks(start, start + chunk_size), loss_fn, inner_lr, steps
+            )
+            for start in range(0, batch.num_tasks, chunk_size)
+        ]
+    ).cpu()  # (T, steps + 1)
+    diverged = int((~torch.isfinite(per_task_losses)).any(dim=1).sum())
     if diverged:
         warnings.warn(
             f"{diverged} of {batch.num_tasks} tasks reached a non-finite query loss within "
@@ -112,6 +116,6 @@ def evaluate(
             RuntimeWarning,
             stacklevel=2,
         )
-    mean = per_task.mean(dim=0)
-    std = per_task.std(dim=0) if batch.num_tasks > 1 else torch.zeros_like(mean)
-    return EvaluationResult(per_task, mean, 1.96 * std / math.sqrt(batch.num_tasks))
+    mean = per_task_losses.mean(dim=0)
+    std = per_task_losses.std(dim=0) if batch.num_tasks > 1 else torch.zeros_like(mean)
+    return EvaluationResult(per_task_losses, mean, 1.96 * std / math.sqrt(batch.num_tasks))

@@ -1,15 +1,17 @@
-"""The inner loop: adapting parameters to one task by gradient descent (chapter 4).
+"""The inner loop: adapting parameters to tasks by gradient descent (chapter 4).
 
-One implementation, ``inner_loop``, serves every algorithm. It is written with
-``torch.func`` so that it runs on one task as it is and on T tasks at once under
-``torch.func.vmap``; ``adapt`` is its checked public form for one task.
+One implementation, ``inner_loop``, serves every algorithm. It adapts T tasks at once:
+each tensor of the parameters carries a leading task dimension, the T support losses
+are computed in one call with ``torch.func.vmap``, and one ``torch.autograd.grad`` of
+their sum gives every task's own gradient (task t's loss depends only on task t's
+parameters). ``adapt`` is its checked public form for one task.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value
+from torch.func import functional_call, vmap
 
 from .types import LossFn, Params
 from .validation import (
@@ -23,16 +25,33 @@ from .validation import (
 )
 
 
-def task_loss(
-    model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
+def per_task(params: Params, num_tasks: int) -> Params:
+    """``params`` repeated for T tasks without copying: each tensor ``(T, ...)``, a view."""
+    return {name: tensor.expand(num_tasks, *tensor.shape) for name, tensor in params.items()}
+
+
+def task_losses(
+    model: nn.Module, params_per_task: Params, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
 ) -> torch.Tensor:
-    """``loss_fn(f_params(x), y)``: the loss of ``model`` run with ``params`` on one set."""
-    return loss_fn(functional_call(model, params, (x,)), y)
+    """The loss of each task with its own parameters, ``loss_fn(f(x_t; params_t), y_t)``.
+
+    Args:
+        params_per_task: tensors ``(T, ...)``, task t's parameters at index t.
+        x: ``(T, K, ...)`` inputs; y: ``(T, K, ...)`` targets.
+
+    Returns:
+        ``(T,)`` losses.
+    """
+
+    def one_task(params, task_x, task_y):
+        return loss_fn(functional_call(model, params, (task_x,)), task_y)
+
+    return vmap(one_task, randomness="different")(params_per_task, x, y)
 
 
 def inner_loop(
     model: nn.Module,
-    params: Params,
+    params_per_task: Params,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -41,23 +60,43 @@ def inner_loop(
     steps: int,
     first_order: bool,
 ) -> tuple[Params, torch.Tensor]:
-    """``steps`` steps of phi <- phi - inner_lr * grad L(phi), from phi = params.
+    """``steps`` steps of phi_t <- phi_t - inner_lr * grad L_t(phi_t) for T tasks at once.
 
-    Unchecked and free of data-dependent control flow, so it can run under ``vmap``.
+    Unchecked. The steps are differentiable (second order) unless ``first_order``; when
+    no tensor of ``params_per_task`` requires grad, the result is detached.
+
+    Args:
+        params_per_task: the starting points, tensors ``(T, ...)`` (see ``per_task``).
+        x, y: ``(T, K, ...)`` support inputs and targets.
 
     Returns:
-        The adapted params, and the ``(steps,)`` support losses before each step.
+        The adapted parameters ``(T, ...)``, and the ``(T, steps)`` support losses
+        before each step.
     """
-    adapted = params
+    tracks_params = any(tensor.requires_grad for tensor in params_per_task.values())
+    adapted = {
+        name: tensor if tensor.requires_grad else tensor.detach().requires_grad_()
+        for name, tensor in params_per_task.items()
+    }
     losses = []
-    for _ in range(steps):
-        grads, loss = grad_and_value(lambda p: task_loss(model, p, x, y, loss_fn))(adapted)
-        if first_order:
-            grads = {name: grad.detach() for name, grad in grads.items()}
-        adapted = {name: adapted[name] - inner_lr * grads[name] for name in adapted}
-        losses.append(loss)
-    support_losses = torch.stack(losses) if losses else x.new_zeros(0)
-    return adapted, support_losses
+    with torch.enable_grad():
+        for _ in range(steps):
+            support_losses = task_losses(model, adapted, x, y, loss_fn)  # (T,)
+            grads = torch.autograd.grad(
+                support_losses.sum(),
+                list(adapted.values()),
+                create_graph=not first_order,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            adapted = {
+                name: tensor - inner_lr * grad
+                for (name, tensor), grad in zip(adapted.items(), grads, strict=True)
+            }
+            losses.append(support_losses.detach())
+    if not tracks_params:
+        adapted = {name: tensor.detach() for name, tensor in adapted.items()}
+    return adapted, torch.stack(losses, dim=1) if losses else x.new_zeros(x.shape[0], 0)
 
 
 def adapt(
@@ -101,10 +140,18 @@ def adapt(
     steps = check_int("steps", steps, minimum=0)
     check_support_set(x, y, device=params_device(params))
     adapted, support_losses = inner_loop(
-        model, params, x, y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps, first_order=first_order
+        model,
+        per_task(params, 1),
+        x[None],  # (1, K, ...)
+        y[None],
+        loss_fn=loss_fn,
+        inner_lr=inner_lr,
+        steps=steps,
+        first_order=first_order,
     )
+    adapted = {name: tensor[0] for name, tensor in adapted.items()}
     params_are_finite = torch.stack([torch.isfinite(tensor).all() for tensor in adapted.values()]).all()
     raise_if_not_finite(
-        support_losses[None], params_are_finite[None], inner_lr=inner_lr, final_what="adapted params"
+        support_losses, params_are_finite[None], inner_lr=inner_lr, final_what="adapted params"
     )
     return adapted

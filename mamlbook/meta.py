@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import vmap
 
-from .inner import inner_loop, task_loss
+from .inner import inner_loop, per_task, task_losses
 from .types import LossFn, Params, TaskBatch
 from .validation import (
     check_inner_lr,
@@ -39,8 +38,8 @@ def maml_loss(
 ) -> torch.Tensor:
     """Mean query loss over the T tasks of ``batch``, each adapted from ``params``.
 
-    All tasks are adapted at once with ``torch.func.vmap`` over the one inner loop
-    (``mamlbook.inner.inner_loop``); ``backward()`` on the result puts the
+    All tasks are adapted at once by the one inner loop (``mamlbook.inner.inner_loop``),
+    vectorised over tasks; ``backward()`` on the result puts the
     meta-gradient on the tensors of ``params``.
 
     Args:
@@ -67,20 +66,17 @@ def maml_loss(
     steps = check_int("steps", steps, minimum=0)
     batch = check_task_batch(batch, device=params_device(params))
 
-    def adapted_query_loss(support_x, support_y, query_x, query_y):
-        adapted, support_losses = inner_loop(
-            model,
-            params,
-            support_x,
-            support_y,
-            loss_fn=loss_fn,
-            inner_lr=inner_lr,
-            steps=steps,
-            first_order=first_order,
-        )
-        return task_loss(model, adapted, query_x, query_y, loss_fn), support_losses
-
-    query_losses, support_losses = vmap(adapted_query_loss)(*batch)  # (T,), (T, steps)
+    adapted, support_losses = inner_loop(  # (T, ...) each, (T, steps)
+        model,
+        per_task(params, batch.num_tasks),
+        batch.support_x,
+        batch.support_y,
+        loss_fn=loss_fn,
+        inner_lr=inner_lr,
+        steps=steps,
+        first_order=first_order,
+    )
+    query_losses = task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn)  # (T,)
     raise_if_not_finite(
         support_losses,
         torch.isfinite(query_losses),
