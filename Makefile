@@ -11,7 +11,6 @@ INSTALLED := $(VENV)/.installed
 
 # Notebook kernels come from the environment, not from a kernel installed elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
-export MPLBACKEND := Agg
 
 .PHONY: setup book test lint notebooks clean
 

@@ -30,6 +30,30 @@ def plot_meta_loss(history: TrainingHistory, *, smooth: int = 50) -> Figure:
     return figure
 
 
+def plot_sine_tasks(
+    waves: SineWaves, batch: TaskBatch, *, x_range: tuple[float, float] = (-5.0, 5.0)
+) -> Figure:
+    """A few sinusoid tasks in one panel: each task's true curve and its support points.
+
+    Args:
+        waves: the true amplitude and phase of the tasks, ``(T,)`` each.
+        batch: their support sets, ``(T, K, 1)`` (the query sets are not used).
+        x_range: the interval drawn.
+    """
+    grid = torch.linspace(*x_range, 200)
+    truth = waves.curve(grid)  # (T, 200, 1)
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    for task in range(len(waves.amplitude)):
+        (line,) = axes.plot(grid, truth[task, :, 0], label=f"task {task}")
+        axes.scatter(
+            batch.support_x[task, :, 0].cpu(), batch.support_y[task, :, 0].cpu(), color=line.get_color()
+        )
+    axes.set(xlabel="x", ylabel="y")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
 def plot_sine_adaptation(
     model: nn.Module,
     params: Params,
@@ -55,7 +79,9 @@ def plot_sine_adaptation(
     device = params_device(params)
     truth = waves.curve(grid)  # (T, 200, 1)
     num_tasks = len(waves.amplitude)
-    figure, axes = plt.subplots(1, num_tasks, figsize=(3.2 * num_tasks, 3), squeeze=False, sharey=True)
+    figure, axes = plt.subplots(
+        1, num_tasks, figsize=(3.2 * num_tasks, 3.4), squeeze=False, sharey=True, layout="constrained"
+    )
     for task, panel in enumerate(axes[0]):
         panel.plot(grid, truth[task, :, 0], color="black", label="true function")
         support_x, support_y = batch.support_x[task].to(device), batch.support_y[task].to(device)
@@ -71,8 +97,8 @@ def plot_sine_adaptation(
         )
         panel.set(xlabel="x", title=f"task {task}")
     axes[0, 0].set_ylabel("y")
-    axes[0, -1].legend(fontsize="small")
-    figure.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
     return figure
 
 
