@@ -7,11 +7,14 @@ The core API, re-exported here:
 - ``meta_train``, ``MetaTrainConfig``: the outer loop; ``evaluate``: losses on new tasks.
 - ``save_params``, ``load_params``: checkpoints.
 
-Submodules: ``tasks``, ``models``, ``plotting``, ``gradcheck``. Importing the package
-changes no global state.
+Submodules: ``tasks``, ``models``, ``gradcheck``, and, loaded on first use (they import
+more, matplotlib for one), ``plotting``, ``checks``, ``baselines``, ``reptile`` and
+``profiling``. Importing the package changes no global state.
 """
 
-from . import gradcheck, models, plotting, tasks
+import importlib
+
+from . import gradcheck, models, tasks
 from .checkpoint import load_params, save_params
 from .evaluation import EvaluationResult, evaluate
 from .inner import adapt
@@ -21,6 +24,16 @@ from .types import LossFn, Params, TaskBatch
 from .validation import NonFiniteLossError
 
 __version__ = "0.1.0"
+
+_LAZY_SUBMODULES = frozenset({"plotting", "checks", "baselines", "reptile", "profiling"})
+
+
+def __getattr__(name: str):
+    """Import the submodules of ``_LAZY_SUBMODULES`` when first used, as ``mb.plotting``."""
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EvaluationResult",
@@ -37,7 +50,6 @@ __all__ = [
     "maml_loss",
     "meta_train",
     "models",
-    "plotting",
     "resolve_device",
     "save_params",
     "tasks",

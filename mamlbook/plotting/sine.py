@@ -1,4 +1,4 @@
-"""Figures shared by the chapters. Each function draws into a new figure and returns it."""
+"""Figures of sine-wave regression and of meta-training (quick start, chapters 3-5)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.func import functional_call
 
-from .evaluation import EvaluationResult
-from .inner import adapt
-from .tasks import SineWaves
-from .training import TrainingHistory
-from .types import LossFn, Params, TaskBatch
-from .validation import params_device
+from ..evaluation import EvaluationResult
+from ..inner import adapt
+from ..tasks import SineWaves
+from ..training import TrainingHistory
+from ..types import LossFn, Params, TaskBatch
+from ..validation import params_device
 
 
 def plot_meta_loss(history: TrainingHistory, *, smooth: int = 50) -> Figure:
