@@ -12,18 +12,27 @@ INSTALLED := $(VENV)/.installed
 # Notebook kernels come from the environment, not from a kernel installed elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
 
-.PHONY: setup book test lint notebooks clean
+.PHONY: setup book site-check test lint notebooks clean
 
 setup: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH)
-	$(BIN)/python -m pip install -e ".[book,test,dev]"
+	$(BIN)/python -m pip install -e ".[book,test,dev,site]"
 	touch $@
 
 book: setup
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# Open every page of the built book in headless Chromium: broken links, missing images,
+# JavaScript errors; screenshots go to _build/site-check/. Needs Debian's chromium.
+site-check: book
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "site-check: installing Debian's chromium and chromium-driver with apt-get"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	fi
+	$(BIN)/python scripts/check_site.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,0 +1,29 @@
+"""Checkers for the book's exercises: call one on your own function to get a verdict.
+
+Each checker runs the function on small fixed problems, compares it with the
+package's reference implementation and returns a :class:`CheckResult`: correct, or a
+hint that names the likely mistake (for MAML: a missing ``create_graph``, adapting on
+the query set, an in-place update, a wrong sign, the wrong averaging axis, not
+starting each task from theta) without printing the solution.
+"""
+
+from ._result import CheckResult
+
+# Each chapter's checkers are re-exported below, one import line per chapter module.
+from .autograd import check_sgd_step
+from .first_order import check_fomaml_gradient, check_reptile_step
+from .gradient_descent import check_gradient_descent, check_linear_regression_gradient
+from .maml import check_maml_loss
+from .tasks import check_fine_tune_scores, check_mean_and_ci95
+
+__all__ = [
+    "CheckResult",
+    "check_fine_tune_scores",
+    "check_fomaml_gradient",
+    "check_gradient_descent",
+    "check_linear_regression_gradient",
+    "check_maml_loss",
+    "check_mean_and_ci95",
+    "check_reptile_step",
+    "check_sgd_step",
+]
