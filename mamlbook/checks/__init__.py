@@ -1,7 +1,7 @@
 """Checkers for the book's exercises: call one on your own function to get a verdict.
 
 Each checker runs the function on small fixed problems, compares it with the
-package's reference implementation and returns a :class:`CheckResult`: correct, or a
+package's reference implementation and returns a :class:`~mamlbook.checks._result.CheckResult`: correct, or a
 hint that names the likely mistake (for MAML: a missing ``create_graph``, adapting on
 the query set, an in-place update, a wrong sign, the wrong averaging axis, not
 starting each task from theta) without printing the solution.

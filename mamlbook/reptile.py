@@ -1,0 +1,207 @@
+"""Reptile: meta-learning by moving theta towards the adapted parameters (chapter 5).
+
+Nichol, Achiam & Schulman (2018). Each task is adapted from theta with the book's one
+inner loop (``mamlbook.inner.inner_loop``, first order: no graph is kept), and theta
+then takes a step of size epsilon towards the adapted parameters,
+
+    theta <- theta + epsilon * mean_t (phi_t - theta),
+
+under ``torch.no_grad()``. No query loss is differentiated and no outer optimiser is
+needed: the difference phi_t - theta itself plays the part of a (negative) gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .inner import inner_loop, per_task, task_losses
+from .training import MetaTrainConfig, TaskSampler, TrainingHistory, resolve_device
+from .types import LossFn, Params, TaskBatch
+from .validation import (
+    check_inner_lr,
+    check_int,
+    check_loss_fn,
+    check_params,
+    check_positive_float,
+    check_task_batch,
+    params_device,
+    raise_if_not_finite,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReptileConfig:
+    """Hyperparameters of Reptile's outer loop.
+
+    Attributes:
+        iterations: number of meta-iterations (Reptile steps).
+        meta_batch_size: T, tasks per meta-iteration.
+        inner_lr: alpha, the inner SGD step size.
+        inner_steps: k >= 1, inner SGD steps per task.
+        outer_step_size: epsilon, the fraction of the way from theta to the mean
+            adapted parameters that each meta-iteration moves.
+        include_query: adapt on the support and query sets together (all of a task's
+            points) rather than on the support set alone.
+        seed: seeds the generator that samples the training tasks.
+    """
+
+    iterations: int = 1000
+    meta_batch_size: int = 25
+    inner_lr: float = 0.01
+    inner_steps: int = 5
+    outer_step_size: float = 1.0
+    include_query: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("iterations", self.iterations, minimum=1)
+        check_int("meta_batch_size", self.meta_batch_size, minimum=1)
+        check_inner_lr(self.inner_lr)
+        check_int("inner_steps", self.inner_steps, minimum=1)
+        check_positive_float("outer_step_size", self.outer_step_size)
+        check_int("seed", self.seed, minimum=0)
+        if not isinstance(self.include_query, bool):
+            raise TypeError(f"include_query must be a bool, got {self.include_query!r}")
+
+    @classmethod
+    def matching(
+        cls, config: MetaTrainConfig, *, inner_steps: int = 5, outer_step_size: float = 1.0
+    ) -> ReptileConfig:
+        """The budget of a MAML run: its iterations, T, alpha and seed, with Reptile's own
+        number of inner steps and outer step size."""
+        if not isinstance(config, MetaTrainConfig):
+            raise TypeError(f"config must be a MetaTrainConfig, got {type(config).__name__}")
+        return cls(
+            iterations=config.iterations,
+            meta_batch_size=config.meta_batch_size,
+            inner_lr=config.inner_lr,
+            inner_steps=inner_steps,
+            outer_step_size=outer_step_size,
+            seed=config.seed,
+        )
+
+
+def reptile_step(
+    model: nn.Module,
+    params: Params,
+    batch: TaskBatch,
+    *,
+    loss_fn: LossFn,
+    inner_lr: float,
+    steps: int,
+    outer_step_size: float,
+    include_query: bool = False,
+) -> torch.Tensor:
+    """One Reptile meta-iteration: theta <- theta + epsilon * mean_t (phi_t - theta), in place.
+
+    The T tasks are adapted at once, each from theta, by ``steps`` first-order SGD steps
+    of the inner loop; ``params`` is then updated under ``torch.no_grad()``.
+
+    Args:
+        model: any module that ``torch.func.functional_call`` can run.
+        params: theta, keyed like ``model.named_parameters()``; its tensors are updated
+            in place (with ``dict(model.named_parameters())``, the model's own).
+        batch: T tasks; support ``(T, K, ...)``, query ``(T, Q, ...)``.
+        loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
+        inner_lr: alpha, a finite number >= 0.
+        steps: k, inner SGD steps per task, an integer >= 1.
+        outer_step_size: epsilon, a finite number > 0.
+        include_query: adapt on the support and query points together, ``(T, K + Q, ...)``.
+
+    Returns:
+        The mean query loss of the adapted parameters (detached), the number that MAML's
+        meta-loss reports; with ``include_query`` the query points were adapted on.
+
+    Raises:
+        NonFiniteLossError: a task's loss became NaN or infinite.
+    """
+    check_params(model, params)
+    check_loss_fn(loss_fn)
+    inner_lr = check_inner_lr(inner_lr)
+    steps = check_int("steps", steps, minimum=1)
+    outer_step_size = check_positive_float("outer_step_size", outer_step_size)
+    batch = check_task_batch(batch, device=params_device(params))
+    x, y = batch.support_x, batch.support_y
+    if include_query:
+        x, y = torch.cat([x, batch.query_x], dim=1), torch.cat([y, batch.query_y], dim=1)  # (T, K + Q, ...)
+    theta = {name: tensor.detach() for name, tensor in params.items()}
+    adapted, support_losses = inner_loop(  # (T, ...) each, detached; (T, steps)
+        model,
+        per_task(theta, batch.num_tasks),
+        x,
+        y,
+        loss_fn=loss_fn,
+        inner_lr=inner_lr,
+        steps=steps,
+        first_order=True,
+    )
+    with torch.no_grad():
+        query_losses = task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn)  # (T,)
+        raise_if_not_finite(
+            support_losses,
+            torch.isfinite(query_losses),
+            inner_lr=inner_lr,
+            final_what="query loss",
+            query_sets=(batch.query_x, batch.query_y),
+        )
+        for name, tensor in params.items():
+            tensor += outer_step_size * (adapted[name] - theta[name]).mean(dim=0)
+    return query_losses.mean()
+
+
+def reptile_train(
+    model: nn.Module,
+    sample_tasks: TaskSampler,
+    config: ReptileConfig,
+    *,
+    loss_fn: LossFn,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> TrainingHistory:
+    """Meta-train the parameters of ``model`` in place with Reptile.
+
+    Each iteration samples ``config.meta_batch_size`` tasks and takes one
+    ``reptile_step``. The model is moved to ``device``.
+
+    Args:
+        model: the network whose parameters are theta.
+        sample_tasks: ``sample_tasks(num_tasks, *, generator) -> TaskBatch``.
+        config: the hyperparameters.
+        loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
+        device: ``"auto"`` (CUDA where available), ``"cpu"``, ``"cuda"``, ...
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The query loss after adaptation at each iteration, the wall time and the device.
+    """
+    if not isinstance(config, ReptileConfig):
+        raise TypeError(f"config must be a ReptileConfig, got {type(config).__name__}")
+    if not callable(sample_tasks):
+        raise TypeError(
+            f"sample_tasks must be callable as sample_tasks(num_tasks, *, generator), got {sample_tasks!r}"
+        )
+    check_loss_fn(loss_fn)
+    device = resolve_device(device)
+    model.to(device)
+    params = dict(model.named_parameters())
+    generator = torch.Generator().manual_seed(config.seed)
+    meta_losses = torch.empty(config.iterations, device=device)
+    start = time.perf_counter()
+    for iteration in tqdm(range(config.iterations), desc="Reptile", disable=not progress):
+        batch = sample_tasks(config.meta_batch_size, generator=generator).to(device)
+        meta_losses[iteration] = reptile_step(
+            model,
+            params,
+            batch,
+            loss_fn=loss_fn,
+            inner_lr=config.inner_lr,
+            steps=config.inner_steps,
+            outer_step_size=config.outer_step_size,
+            include_query=config.include_query,
+        )
+    return TrainingHistory(meta_losses.cpu(), time.perf_counter() - start, str(device))
