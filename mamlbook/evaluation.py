@@ -12,10 +12,8 @@ from torch import nn
 from .inner import inner_loop, per_task, task_losses
 from .types import LossFn, Params, TaskBatch
 from .validation import (
-    check_inner_lr,
+    check_inner_loop_args,
     check_int,
-    check_loss_fn,
-    check_params,
     check_task_batch,
     params_device,
 )
@@ -93,10 +91,7 @@ def evaluate(
     Returns:
         The per-task losses and their mean and 95 % interval after 0..n steps.
     """
-    check_params(model, params)
-    check_loss_fn(loss_fn)
-    inner_lr = check_inner_lr(inner_lr)
-    steps = check_int("steps", steps, minimum=0)
+    inner_lr, steps = check_inner_loop_args(model, params, loss_fn, inner_lr, steps)
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     batch = check_task_batch(batch, device=params_device(params))
     theta = {name: tensor.detach() for name, tensor in params.items()}

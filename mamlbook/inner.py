@@ -15,10 +15,7 @@ from torch.func import functional_call, vmap
 
 from .types import LossFn, Params
 from .validation import (
-    check_inner_lr,
-    check_int,
-    check_loss_fn,
-    check_params,
+    check_inner_loop_args,
     check_support_set,
     params_device,
     raise_if_not_finite,
@@ -134,10 +131,7 @@ def adapt(
         NonFiniteLossError: the support loss became NaN or infinite; the message says
             at which step.
     """
-    check_params(model, params)
-    check_loss_fn(loss_fn)
-    inner_lr = check_inner_lr(inner_lr)
-    steps = check_int("steps", steps, minimum=0)
+    inner_lr, steps = check_inner_loop_args(model, params, loss_fn, inner_lr, steps)
     check_support_set(x, y, device=params_device(params))
     adapted, support_losses = inner_loop(
         model,

@@ -16,10 +16,7 @@ from torch import nn
 from .inner import inner_loop, per_task, task_losses
 from .types import LossFn, Params, TaskBatch
 from .validation import (
-    check_inner_lr,
-    check_int,
-    check_loss_fn,
-    check_params,
+    check_inner_loop_args,
     check_task_batch,
     params_device,
     raise_if_not_finite,
@@ -60,10 +57,7 @@ def maml_loss(
         NonFiniteLossError: a task's loss became NaN or infinite; the message names the
             task and the inner step.
     """
-    check_params(model, params)
-    check_loss_fn(loss_fn)
-    inner_lr = check_inner_lr(inner_lr)
-    steps = check_int("steps", steps, minimum=0)
+    inner_lr, steps = check_inner_loop_args(model, params, loss_fn, inner_lr, steps)
     batch = check_task_batch(batch, device=params_device(params))
 
     adapted, support_losses = inner_loop(  # (T, ...) each, (T, steps)

@@ -23,10 +23,10 @@ from .inner import inner_loop, per_task, task_losses
 from .training import MetaTrainConfig, TaskSampler, TrainingHistory, resolve_device
 from .types import LossFn, Params, TaskBatch
 from .validation import (
+    check_inner_loop_args,
     check_inner_lr,
     check_int,
     check_loss_fn,
-    check_params,
     check_positive_float,
     check_task_batch,
     params_device,
@@ -120,10 +120,7 @@ def reptile_step(
     Raises:
         NonFiniteLossError: a task's loss became NaN or infinite.
     """
-    check_params(model, params)
-    check_loss_fn(loss_fn)
-    inner_lr = check_inner_lr(inner_lr)
-    steps = check_int("steps", steps, minimum=1)
+    inner_lr, steps = check_inner_loop_args(model, params, loss_fn, inner_lr, steps, min_steps=1)
     outer_step_size = check_positive_float("outer_step_size", outer_step_size)
     batch = check_task_batch(batch, device=params_device(params))
     x, y = batch.support_x, batch.support_y

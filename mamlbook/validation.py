@@ -99,6 +99,21 @@ def check_params(model: object, params: object) -> None:
             )
 
 
+def check_inner_loop_args(
+    model: object, params: object, loss_fn: object, inner_lr: object, steps: object, *, min_steps: int = 0
+) -> tuple[float, int]:
+    """The checks shared by every function that runs the inner loop.
+
+    Returns:
+        ``inner_lr`` as a float and ``steps`` as an int, once ``params`` matches
+        ``model``, ``loss_fn`` is callable, ``inner_lr`` is finite and >= 0 and
+        ``steps`` is an integer >= ``min_steps``.
+    """
+    check_params(model, params)
+    check_loss_fn(loss_fn)
+    return check_inner_lr(inner_lr), check_int("steps", steps, minimum=min_steps)
+
+
 def check_support_set(x: object, y: object, *, device: torch.device | None = None) -> None:
     """``x`` and ``y`` must be tensors ``(K, ...)`` with the same K >= 1, on ``device`` if given."""
     for name, tensor in (("x", x), ("y", y)):
