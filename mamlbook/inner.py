@@ -71,12 +71,14 @@ def inner_loop(
         before each step.
     """
     tracks_params = any(tensor.requires_grad for tensor in params_per_task.values())
-    adapted = {
-        name: tensor if tensor.requires_grad else tensor.detach().requires_grad_()
-        for name, tensor in params_per_task.items()
-    }
     losses = []
     with torch.enable_grad():
+        # A fresh view under grad mode: the gradients are taken with respect to it, which
+        # also works for views made under torch.no_grad() (they have no history of their own).
+        adapted = {
+            name: tensor.view_as(tensor) if tensor.requires_grad else tensor.detach().requires_grad_()
+            for name, tensor in params_per_task.items()
+        }
         for _ in range(steps):
             support_losses = task_losses(model, adapted, x, y, loss_fn)  # (T,)
             grads = torch.autograd.grad(

@@ -350,3 +350,35 @@ def test_meta_loss_is_the_mean_of_single_task_meta_losses(make_model, sine_batch
     single = [mb.maml_loss(model, params, batch.slice_tasks(t, t + 1), **kwargs) for t in range(4)]
 
     torch.testing.assert_close(whole, torch.stack(single).mean(), **EXACT)
+
+
+def test_inner_loop_adapts_per_task_params_made_under_no_grad(make_model, sine_batch):
+    """Views of theta expanded under torch.no_grad() still get their inner-loop gradient."""
+    model = make_model(lambda: mb.models.MLP(1, (8,), 1))
+    params = dict(model.named_parameters())
+    batch = sine_batch(num_tasks=3)
+    with torch.no_grad():
+        frozen_views = mb.inner.per_task(params, 3)
+    expected, _ = mb.inner.inner_loop(
+        model,
+        mb.inner.per_task(params, 3),
+        batch.support_x,
+        batch.support_y,
+        loss_fn=F.mse_loss,
+        inner_lr=0.1,
+        steps=2,
+        first_order=True,
+    )
+    adapted, _ = mb.inner.inner_loop(
+        model,
+        frozen_views,
+        batch.support_x,
+        batch.support_y,
+        loss_fn=F.mse_loss,
+        inner_lr=0.1,
+        steps=2,
+        first_order=True,
+    )
+    for name in params:
+        assert not torch.allclose(adapted[name], frozen_views[name])
+        torch.testing.assert_close(adapted[name], expected[name].detach(), rtol=0, atol=1e-12)
