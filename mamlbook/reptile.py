@@ -13,14 +13,12 @@ needed: the difference phi_t - theta itself plays the part of a (negative) gradi
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from .inner import inner_loop, per_task, task_losses
-from .training import MetaTrainConfig, TaskSampler, TrainingHistory, resolve_device
+from .training import MetaTrainConfig, TaskSampler, TrainingHistory, outer_loop, resolve_device
 from .types import LossFn, Params, TaskBatch
 from .validation import (
     check_inner_loop_args,
@@ -178,20 +176,13 @@ def reptile_train(
     """
     if not isinstance(config, ReptileConfig):
         raise TypeError(f"config must be a ReptileConfig, got {type(config).__name__}")
-    if not callable(sample_tasks):
-        raise TypeError(
-            f"sample_tasks must be callable as sample_tasks(num_tasks, *, generator), got {sample_tasks!r}"
-        )
     check_loss_fn(loss_fn)
     device = resolve_device(device)
     model.to(device)
     params = dict(model.named_parameters())
-    generator = torch.Generator().manual_seed(config.seed)
-    meta_losses = torch.empty(config.iterations, device=device)
-    start = time.perf_counter()
-    for iteration in tqdm(range(config.iterations), desc="Reptile", disable=not progress):
-        batch = sample_tasks(config.meta_batch_size, generator=generator).to(device)
-        meta_losses[iteration] = reptile_step(
+
+    def step(batch: TaskBatch) -> torch.Tensor:
+        return reptile_step(
             model,
             params,
             batch,
@@ -201,4 +192,14 @@ def reptile_train(
             outer_step_size=config.outer_step_size,
             include_query=config.include_query,
         )
-    return TrainingHistory(meta_losses.cpu(), time.perf_counter() - start, str(device))
+
+    return outer_loop(
+        step,
+        sample_tasks,
+        iterations=config.iterations,
+        meta_batch_size=config.meta_batch_size,
+        seed=config.seed,
+        device=device,
+        progress=progress,
+        description="Reptile",
+    )

@@ -113,35 +113,73 @@ def meta_train(
     """
     if not isinstance(config, MetaTrainConfig):
         raise TypeError(f"config must be a MetaTrainConfig, got {type(config).__name__}")
-    if not callable(sample_tasks):
-        raise TypeError(
-            f"sample_tasks must be callable as sample_tasks(num_tasks, *, generator), got {sample_tasks!r}"
-        )
     check_loss_fn(loss_fn)
     device = resolve_device(device)
     model.to(device)
     params = dict(model.named_parameters())
     optimizer = torch.optim.Adam(params.values(), lr=config.outer_lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    meta_losses = torch.empty(config.iterations, device=device)
-    report_every = max(1, config.iterations // 100)
+
+    def adam_step(batch: TaskBatch) -> torch.Tensor:
+        loss = maml_loss(
+            model,
+            params,
+            batch,
+            loss_fn=loss_fn,
+            inner_lr=config.inner_lr,
+            steps=config.inner_steps,
+            first_order=config.first_order,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return outer_loop(
+        adam_step,
+        sample_tasks,
+        iterations=config.iterations,
+        meta_batch_size=config.meta_batch_size,
+        seed=config.seed,
+        device=device,
+        progress=progress,
+        description="meta-training",
+    )
+
+
+def outer_loop(
+    meta_step: Callable[[TaskBatch], torch.Tensor],
+    sample_tasks: TaskSampler,
+    *,
+    iterations: int,
+    meta_batch_size: int,
+    seed: int,
+    device: torch.device,
+    progress: bool,
+    description: str,
+) -> TrainingHistory:
+    """The loop shared by the meta-learners: sample T tasks, take one meta-step, record.
+
+    Args:
+        meta_step: updates theta from one batch and returns its (detached) meta-loss.
+        sample_tasks: ``sample_tasks(num_tasks, *, generator) -> TaskBatch``, drawn from
+            a generator seeded with ``seed`` and moved to ``device``.
+        iterations, meta_batch_size: how many meta-steps, of how many tasks.
+        progress, description: the tqdm progress bar and its label.
+
+    Returns:
+        The meta-loss of each iteration, the wall time and the device.
+    """
+    if not callable(sample_tasks):
+        raise TypeError(
+            f"sample_tasks must be callable as sample_tasks(num_tasks, *, generator), got {sample_tasks!r}"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    meta_losses = torch.empty(iterations, device=device)
+    report_every = max(1, iterations // 100)
     start = time.perf_counter()
-    with tqdm(range(config.iterations), desc="meta-training", disable=not progress) as bar:
+    with tqdm(range(iterations), desc=description, disable=not progress) as bar:
         for iteration in bar:
-            batch = sample_tasks(config.meta_batch_size, generator=generator).to(device)
-            loss = maml_loss(
-                model,
-                params,
-                batch,
-                loss_fn=loss_fn,
-                inner_lr=config.inner_lr,
-                steps=config.inner_steps,
-                first_order=config.first_order,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            meta_losses[iteration] = loss.detach()
+            meta_losses[iteration] = meta_step(sample_tasks(meta_batch_size, generator=generator).to(device))
             if progress and iteration % report_every == 0:
-                bar.set_postfix(meta_loss=f"{loss.item():.3f}")
+                bar.set_postfix(meta_loss=f"{meta_losses[iteration].item():.3f}")
     return TrainingHistory(meta_losses.cpu(), time.perf_counter() - start, str(device))
