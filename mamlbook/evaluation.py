@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .inner import inner_loop, per_task, task_losses
-from .types import LossFn, Params, TaskBatch
+from .inner import inner_step, per_task, rate_at_step, task_losses
+from .types import InnerLR, LossFn, Params, TaskBatch
 from .validation import (
     check_inner_loop_args,
     check_int,
     check_task_batch,
+    describe_inner_lr,
     params_device,
 )
 
 
 class EvaluationResult(NamedTuple):
-    """Query loss after 0, 1, ..., n inner steps over T tasks.
+    """Query loss (or another metric) after 0, 1, ..., n inner steps over T tasks.
 
     Attributes:
-        per_task: ``(T, n + 1)`` query loss of each task after each number of steps.
+        per_task: ``(T, n + 1)`` query score of each task after each number of steps.
         mean: ``(n + 1,)`` mean over tasks.
         ci95: ``(n + 1,)`` half-width of the 95 % confidence interval of the mean,
             1.96 * standard deviation / sqrt(T).
@@ -41,26 +43,36 @@ class EvaluationResult(NamedTuple):
         )
 
 
-def _query_loss_curves(
-    model: nn.Module, theta: Params, tasks: TaskBatch, loss_fn: LossFn, inner_lr: float, steps: int
-) -> torch.Tensor:
-    """``(T, steps + 1)`` query loss of each task after 0..steps first-order inner steps."""
+def _query_curves(
+    model: nn.Module,
+    theta: Params,
+    tasks: TaskBatch,
+    loss_fn: LossFn,
+    metric: LossFn,
+    inner_lr: InnerLR,
+    steps: int,
+    adapt_only: tuple[str, ...] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(T, steps + 1)`` query metric of each task after 0..steps first-order inner steps,
+    and ``(T,)`` whether each task's support losses stayed finite."""
     adapted, curve = per_task(theta, tasks.num_tasks), []
+    support_is_finite = torch.ones(tasks.num_tasks, dtype=torch.bool, device=tasks.support_x.device)
     for step in range(steps + 1):
         with torch.no_grad():
-            curve.append(task_losses(model, adapted, tasks.query_x, tasks.query_y, loss_fn))
+            curve.append(task_losses(model, adapted, tasks.query_x, tasks.query_y, metric))
         if step < steps:
-            adapted, _ = inner_loop(
+            adapted, support_losses = inner_step(
                 model,
                 adapted,
                 tasks.support_x,
                 tasks.support_y,
                 loss_fn=loss_fn,
-                inner_lr=inner_lr,
-                steps=1,
+                step_lr=rate_at_step(inner_lr, step),
                 first_order=True,
+                adapt_only=adapt_only,
             )
-    return torch.stack(curve, dim=1)
+            support_is_finite &= torch.isfinite(support_losses)
+    return torch.stack(curve, dim=1), support_is_finite
 
 
 def evaluate(
@@ -69,13 +81,15 @@ def evaluate(
     batch: TaskBatch,
     *,
     loss_fn: LossFn,
-    inner_lr: float,
+    inner_lr: InnerLR,
     steps: int,
+    metric: LossFn | None = None,
+    adapt_only: str | Sequence[str] | None = None,
     chunk_size: int = 1000,
 ) -> EvaluationResult:
-    """Adapt ``params`` to each task of ``batch`` and record the query loss after each step.
+    """Adapt ``params`` to each task of ``batch`` and record a query score after each step.
 
-    The same inner loop as in training, run without building a graph for theta.
+    The same inner step as in training, run without building a graph for theta.
     Tasks whose loss diverges are kept (their loss is NaN or inf) and reported with a
     warning, since divergence at evaluation is itself a result.
 
@@ -83,34 +97,56 @@ def evaluate(
         model: the network.
         params: theta.
         batch: T new tasks; support ``(T, K, ...)``, query ``(T, Q, ...)``.
-        loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
-        inner_lr: alpha used for fine-tuning.
+        loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task, the loss the
+            inner steps descend.
+        inner_lr: alpha used for fine-tuning, or learned rates (``mamlbook.types.InnerLR``;
+            a per-step list needs ``steps`` entries).
         steps: n, the largest number of inner steps to evaluate.
+        metric: ``metric(prediction, target) -> scalar`` recorded on the query set, e.g.
+            ``mamlbook.tasks.classification_accuracy``; None records ``loss_fn``.
+        adapt_only: adapt only these parameters (ANIL); None adapts all.
         chunk_size: tasks adapted at once, to bound memory.
 
     Returns:
-        The per-task losses and their mean and 95 % interval after 0..n steps.
+        The per-task query scores and their mean and 95 % interval after 0..n steps.
     """
-    inner_lr, steps = check_inner_loop_args(model, params, loss_fn, inner_lr, steps)
+    inner_lr, steps, adapt_only = check_inner_loop_args(
+        model, params, loss_fn, inner_lr, steps, adapt_only=adapt_only
+    )
+    if metric is not None and not callable(metric):
+        raise TypeError(f"metric must be None or callable as metric(prediction, target), got {metric!r}")
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     batch = check_task_batch(batch, device=params_device(params))
     theta = {name: tensor.detach() for name, tensor in params.items()}
-    per_task_losses = torch.cat(
-        [
-            _query_loss_curves(
-                model, theta, batch.slice_tasks(start, start + chunk_size), loss_fn, inner_lr, steps
+    curves, finite_support = zip(
+        *(
+            _query_curves(
+                model,
+                theta,
+                batch.slice_tasks(start, start + chunk_size),
+                loss_fn,
+                loss_fn if metric is None else metric,
+                inner_lr,
+                steps,
+                adapt_only,
             )
             for start in range(0, batch.num_tasks, chunk_size)
-        ]
-    ).cpu()  # (T, steps + 1)
-    diverged = int((~torch.isfinite(per_task_losses)).any(dim=1).sum())
+        ),
+        strict=True,
+    )
+    per_task_scores = torch.cat(curves).cpu()  # (T, steps + 1)
+    diverged = int(((~torch.isfinite(per_task_scores)).any(dim=1) | ~torch.cat(finite_support).cpu()).sum())
     if diverged:
+        if metric is None:
+            what, kept = "query loss", "their losses are kept as NaN/inf"
+        else:
+            what, kept = "loss", "their scores are kept as they came"
         warnings.warn(
-            f"{diverged} of {batch.num_tasks} tasks reached a non-finite query loss within "
-            f"{steps} inner steps at inner_lr={inner_lr}; their losses are kept as NaN/inf",
+            f"{diverged} of {batch.num_tasks} tasks reached a non-finite {what} within "
+            f"{steps} inner steps at {describe_inner_lr(inner_lr)}; {kept}",
             RuntimeWarning,
             stacklevel=2,
         )
-    mean = per_task_losses.mean(dim=0)
-    std = per_task_losses.std(dim=0) if batch.num_tasks > 1 else torch.zeros_like(mean)
-    return EvaluationResult(per_task_losses, mean, 1.96 * std / math.sqrt(batch.num_tasks))
+    mean = per_task_scores.mean(dim=0)
+    std = per_task_scores.std(dim=0) if batch.num_tasks > 1 else torch.zeros_like(mean)
+    return EvaluationResult(per_task_scores, mean, 1.96 * std / math.sqrt(batch.num_tasks))

@@ -10,13 +10,16 @@ included unless ``first_order``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from .inner import inner_loop, per_task, task_losses
-from .types import LossFn, Params, TaskBatch
+from .inner import inner_step, per_task, rate_at_step, task_losses
+from .types import InnerLR, LossFn, Params, TaskBatch
 from .validation import (
     check_inner_loop_args,
+    check_step_weights,
     check_task_batch,
     params_device,
     raise_if_not_finite,
@@ -29,15 +32,17 @@ def maml_loss(
     batch: TaskBatch,
     *,
     loss_fn: LossFn,
-    inner_lr: float,
+    inner_lr: InnerLR,
     steps: int,
     first_order: bool = False,
+    adapt_only: str | Sequence[str] | None = None,
+    step_weights: Sequence[float] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean query loss over the T tasks of ``batch``, each adapted from ``params``.
 
-    All tasks are adapted at once by the one inner loop (``mamlbook.inner.inner_loop``),
+    All tasks are adapted at once by the one inner step (``mamlbook.inner.inner_step``),
     vectorised over tasks; ``backward()`` on the result puts the
-    meta-gradient on the tensors of ``params``.
+    meta-gradient on the tensors of ``params`` (and on learned rates in ``inner_lr``).
 
     Args:
         model: any module that ``torch.func.functional_call`` can run.
@@ -46,9 +51,14 @@ def maml_loss(
             model's own parameters.
         batch: T tasks; support ``(T, K, ...)``, query ``(T, Q, ...)``.
         loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
-        inner_lr: alpha, a finite number >= 0.
+        inner_lr: alpha, a finite number >= 0, or learned rates (``mamlbook.types.InnerLR``).
         steps: inner gradient steps per task, an integer >= 0.
         first_order: detach the inner gradients (first-order MAML).
+        adapt_only: adapt only these parameters, by name or module prefix (``"head"``
+            for ANIL); None adapts all.
+        step_weights: MAML++'s multi-step loss: ``steps`` weights w_s, and the meta-loss
+            is sum_s w_s * (mean query loss after step s + 1). None scores the final
+            step alone (w = 0, ..., 0, 1) without computing the others.
 
     Returns:
         A scalar tensor, the meta-loss.
@@ -57,25 +67,41 @@ def maml_loss(
         NonFiniteLossError: a task's loss became NaN or infinite; the message names the
             task and the inner step.
     """
-    inner_lr, steps = check_inner_loop_args(model, params, loss_fn, inner_lr, steps)
-    batch = check_task_batch(batch, device=params_device(params))
-
-    adapted, support_losses = inner_loop(  # (T, ...) each, (T, steps)
-        model,
-        per_task(params, batch.num_tasks),
-        batch.support_x,
-        batch.support_y,
-        loss_fn=loss_fn,
-        inner_lr=inner_lr,
-        steps=steps,
-        first_order=first_order,
+    inner_lr, steps, adapt_only = check_inner_loop_args(
+        model, params, loss_fn, inner_lr, steps, adapt_only=adapt_only
     )
-    query_losses = task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn)  # (T,)
+    batch = check_task_batch(batch, device=params_device(params))
+    # The weight of the query loss after each number of inner steps that counts.
+    if step_weights is None:
+        weight_after = {steps: 1.0}
+    else:
+        weight_after = {step + 1: w for step, w in enumerate(check_step_weights(step_weights, steps)) if w}
+
+    adapted, support_losses = per_task(params, batch.num_tasks), []
+    meta_loss = 0.0
+    query_is_finite = torch.ones(batch.num_tasks, dtype=torch.bool, device=batch.query_x.device)
+    for step in range(steps + 1):
+        if step > 0:
+            adapted, losses = inner_step(  # (T, ...) each, (T,)
+                model,
+                adapted,
+                batch.support_x,
+                batch.support_y,
+                loss_fn=loss_fn,
+                step_lr=rate_at_step(inner_lr, step - 1),
+                first_order=first_order,
+                adapt_only=adapt_only,
+            )
+            support_losses.append(losses)
+        if step in weight_after:
+            query_losses = task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn)  # (T,)
+            query_is_finite &= torch.isfinite(query_losses)
+            meta_loss = meta_loss + weight_after[step] * query_losses.mean()
     raise_if_not_finite(
-        support_losses,
-        torch.isfinite(query_losses),
+        torch.stack(support_losses, dim=1) if support_losses else batch.query_x.new_zeros(batch.num_tasks, 0),
+        query_is_finite,
         inner_lr=inner_lr,
         final_what="query loss",
         query_sets=(batch.query_x, batch.query_y),
     )
-    return query_losses.mean()
+    return meta_loss

@@ -118,7 +118,7 @@ def reptile_step(
     Raises:
         NonFiniteLossError: a task's loss became NaN or infinite.
     """
-    inner_lr, steps = check_inner_loop_args(model, params, loss_fn, inner_lr, steps, min_steps=1)
+    inner_lr, steps, _ = check_inner_loop_args(model, params, loss_fn, inner_lr, steps, min_steps=1)
     outer_step_size = check_positive_float("outer_step_size", outer_step_size)
     batch = check_task_batch(batch, device=params_device(params))
     x, y = batch.support_x, batch.support_y
@@ -181,7 +181,7 @@ def reptile_train(
     model.to(device)
     params = dict(model.named_parameters())
 
-    def step(batch: TaskBatch) -> torch.Tensor:
+    def step(batch: TaskBatch, iteration: int) -> torch.Tensor:
         return reptile_step(
             model,
             params,
@@ -193,7 +193,7 @@ def reptile_train(
             include_query=config.include_query,
         )
 
-    return outer_loop(
+    history = outer_loop(
         step,
         sample_tasks,
         iterations=config.iterations,
@@ -203,3 +203,4 @@ def reptile_train(
         progress=progress,
         description="Reptile",
     )
+    return history._replace(inner_lr=config.inner_lr)

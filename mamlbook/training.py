@@ -1,10 +1,10 @@
-"""The outer loop: meta-training theta with an outer optimiser (chapter 4)."""
+"""The outer loop: meta-training theta with an outer optimiser (chapter 4; successors, chapter 7)."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 import torch
@@ -12,25 +12,44 @@ from torch import nn
 from tqdm import tqdm
 
 from .meta import maml_loss
-from .types import LossFn, TaskBatch
-from .validation import check_inner_lr, check_int, check_loss_fn, check_positive_float
+from .types import InnerLR, LossFn, TaskBatch
+from .validation import check_adapt_only, check_inner_lr, check_int, check_loss_fn, check_positive_float
 
 TaskSampler = Callable[..., TaskBatch]
 """``sample(num_tasks, *, generator) -> TaskBatch``, e.g. ``Sinusoid().sample``."""
 
 
+LEARNED_INNER_LR = ("per_parameter", "per_layer_per_step")
+"""The kinds of learned inner rates: Meta-SGD's and MAML++'s."""
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaTrainConfig:
-    """Hyperparameters of MAML's outer loop; the presets are named constructors.
+    """Hyperparameters of MAML's outer loop and of its successors (chapter 7).
+
+    The presets are named constructors. The defaults give MAML; ANIL, Meta-SGD and
+    MAML++ are MAML with some of the last four fields set.
 
     Attributes:
         iterations: number of meta-iterations (outer optimiser steps).
         meta_batch_size: T, tasks per meta-iteration.
-        inner_lr: alpha, the inner SGD step size.
+        inner_lr: alpha, the inner SGD step size (the starting value of learned rates).
         inner_steps: inner SGD steps per task.
         outer_lr: beta, the outer Adam step size.
         first_order: first-order MAML (detached inner gradients).
         seed: seeds the generator that samples the training tasks.
+        adapt_only: ANIL: adapt only these parameters, by name or module prefix, e.g.
+            ``("head",)``; None adapts all.
+        learned_inner_lr: None for a fixed alpha; ``"per_parameter"`` (Meta-SGD) learns
+            one rate per scalar weight; ``"per_layer_per_step"`` (MAML++) one rate per
+            parameter tensor and inner step. Learned rates start at ``inner_lr`` and are
+            trained by the same Adam step as theta.
+        multi_step_loss_iterations: MAML++'s multi-step loss: for these first
+            iterations the meta-loss weighs the query loss after every inner step, the
+            weights moving from uniform towards the last step (see
+            ``multi_step_weights``); 0 scores the last step alone.
+        first_order_iterations: MAML++'s derivative-order annealing: the first
+            iterations are first order, the rest second order.
     """
 
     iterations: int = 1000
@@ -40,6 +59,10 @@ class MetaTrainConfig:
     outer_lr: float = 1e-3
     first_order: bool = False
     seed: int = 0
+    adapt_only: tuple[str, ...] | None = None
+    learned_inner_lr: str | None = None
+    multi_step_loss_iterations: int = 0
+    first_order_iterations: int = 0
 
     def __post_init__(self) -> None:
         check_int("iterations", self.iterations, minimum=1)
@@ -50,12 +73,35 @@ class MetaTrainConfig:
         check_int("seed", self.seed, minimum=0)
         if not isinstance(self.first_order, bool):
             raise TypeError(f"first_order must be a bool, got {self.first_order!r}")
+        if self.adapt_only is not None and (
+            not isinstance(self.adapt_only, tuple)
+            or not self.adapt_only
+            or not all(isinstance(name, str) for name in self.adapt_only)
+        ):
+            raise TypeError(f"adapt_only must be None or a non-empty tuple of names, got {self.adapt_only!r}")
+        if self.learned_inner_lr is not None and self.learned_inner_lr not in LEARNED_INNER_LR:
+            raise ValueError(
+                f"learned_inner_lr must be None or one of {LEARNED_INNER_LR}, got {self.learned_inner_lr!r}"
+            )
+        check_int("multi_step_loss_iterations", self.multi_step_loss_iterations, minimum=0)
+        check_int("first_order_iterations", self.first_order_iterations, minimum=0)
 
     @classmethod
     def sinusoid_paper(cls) -> MetaTrainConfig:
         """Finn et al. (2017), sinusoid regression: 70,000 iterations, T = 25, one
         second-order inner step with alpha = 0.01, Adam with beta = 1e-3."""
         return cls(iterations=70_000, meta_batch_size=25, inner_lr=0.01, inner_steps=1, outer_lr=1e-3)
+
+    @classmethod
+    def omniglot_paper(cls, n_way: int = 5) -> MetaTrainConfig:
+        """Finn et al. (2017), Omniglot: 60,000 iterations with Adam at beta = 1e-3;
+        5-way: T = 32, one inner step with alpha = 0.4; 20-way: T = 16, five steps with
+        alpha = 0.1. (At test time the paper takes 3 steps for 5-way, 5 for 20-way.)"""
+        if n_way == 5:
+            return cls(iterations=60_000, meta_batch_size=32, inner_lr=0.4, inner_steps=1, outer_lr=1e-3)
+        if n_way == 20:
+            return cls(iterations=60_000, meta_batch_size=16, inner_lr=0.1, inner_steps=5, outer_lr=1e-3)
+        raise ValueError(f"the paper trains Omniglot with n_way 5 or 20, got {n_way!r}")
 
 
 class TrainingHistory(NamedTuple):
@@ -65,11 +111,15 @@ class TrainingHistory(NamedTuple):
         meta_losses: ``(iterations,)`` meta-loss of each meta-iteration, on the CPU.
         seconds: wall time of the training loop.
         device: the device trained on.
+        inner_lr: the inner rate to adapt with after training: ``config.inner_lr``, or
+            the learned rates (detached), to pass on as ``inner_lr`` to ``adapt`` or
+            ``evaluate``.
     """
 
     meta_losses: torch.Tensor
     seconds: float
     device: str
+    inner_lr: InnerLR
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -85,6 +135,49 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def multi_step_weights(steps: int, iteration: int, anneal_iterations: int) -> list[float]:
+    """MAML++'s weights of the query loss after each of ``steps`` inner steps.
+
+    They start uniform (1 / steps each); over ``anneal_iterations`` the weight of every
+    step but the last falls linearly to a floor of 0.03 / steps, and the last step takes
+    the rest, so the weights always sum to 1.
+    """
+    if steps == 1:
+        return [1.0]
+    progress = min(iteration / anneal_iterations, 1.0)
+    earlier = max((1 - progress) / steps, 0.03 / steps)
+    return [earlier] * (steps - 1) + [1.0 - earlier * (steps - 1)]
+
+
+def learned_inner_rates(
+    params: Mapping[str, torch.Tensor], config: MetaTrainConfig
+) -> tuple[dict[str, torch.Tensor], Callable[[], InnerLR]]:
+    """The trainable inner rates that ``config.learned_inner_lr`` asks for.
+
+    Returns:
+        The leaf tensors to optimise (empty for a fixed alpha), each starting at
+        ``config.inner_lr``: ``(*param.shape)`` per adapted parameter for Meta-SGD,
+        ``(inner_steps,)`` for MAML++; and a function giving the current ``inner_lr``
+        in the form ``maml_loss`` takes.
+    """
+    adapted_names = check_adapt_only(params, config.adapt_only) or tuple(params)
+    if config.learned_inner_lr is None:
+        return {}, lambda: config.inner_lr
+    if config.learned_inner_lr == "per_parameter":
+        rates = {
+            name: torch.full_like(params[name], config.inner_lr, requires_grad=True) for name in adapted_names
+        }
+        return rates, lambda: rates
+    device = next(iter(params.values())).device
+    rates = {
+        name: torch.full((config.inner_steps,), config.inner_lr, device=device, requires_grad=True)
+        for name in adapted_names
+    }
+    return rates, lambda: [
+        {name: rate[step] for name, rate in rates.items()} for step in range(config.inner_steps)
+    ]
+
+
 def meta_train(
     model: nn.Module,
     sample_tasks: TaskSampler,
@@ -94,10 +187,11 @@ def meta_train(
     device: str | torch.device = "auto",
     progress: bool = True,
 ) -> TrainingHistory:
-    """Meta-train the parameters of ``model`` in place with MAML and an Adam outer loop.
+    """Meta-train the parameters of ``model`` in place with MAML (or a successor) and Adam.
 
     Each iteration samples ``config.meta_batch_size`` tasks, computes ``maml_loss`` and
-    takes one Adam step on the model's parameters. The model is moved to ``device``.
+    takes one Adam step on the model's parameters and on any learned inner rates. The
+    model is moved to ``device``.
 
     Args:
         model: the network whose parameters are theta.
@@ -109,7 +203,8 @@ def meta_train(
         progress: show a tqdm progress bar.
 
     Returns:
-        The history of meta-losses, the wall time and the device.
+        The history of meta-losses, the wall time, the device and the inner rate to
+        adapt with (learned, if ``config.learned_inner_lr``).
     """
     if not isinstance(config, MetaTrainConfig):
         raise TypeError(f"config must be a MetaTrainConfig, got {type(config).__name__}")
@@ -117,24 +212,32 @@ def meta_train(
     device = resolve_device(device)
     model.to(device)
     params = dict(model.named_parameters())
-    optimizer = torch.optim.Adam(params.values(), lr=config.outer_lr)
+    rates, current_inner_lr = learned_inner_rates(params, config)
+    optimizer = torch.optim.Adam([*params.values(), *rates.values()], lr=config.outer_lr)
 
-    def adam_step(batch: TaskBatch) -> torch.Tensor:
+    def adam_step(batch: TaskBatch, iteration: int) -> torch.Tensor:
+        step_weights = None
+        if iteration < config.multi_step_loss_iterations:
+            step_weights = multi_step_weights(
+                config.inner_steps, iteration, config.multi_step_loss_iterations
+            )
         loss = maml_loss(
             model,
             params,
             batch,
             loss_fn=loss_fn,
-            inner_lr=config.inner_lr,
+            inner_lr=current_inner_lr(),
             steps=config.inner_steps,
-            first_order=config.first_order,
+            first_order=config.first_order or iteration < config.first_order_iterations,
+            adapt_only=config.adapt_only,
+            step_weights=step_weights,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         return loss.detach()
 
-    return outer_loop(
+    history = outer_loop(
         adam_step,
         sample_tasks,
         iterations=config.iterations,
@@ -144,10 +247,19 @@ def meta_train(
         progress=progress,
         description="meta-training",
     )
+    with torch.no_grad():
+        inner_lr = current_inner_lr()
+        if rates:
+            inner_lr = (
+                {name: rate.detach().clone() for name, rate in inner_lr.items()}
+                if isinstance(inner_lr, Mapping)
+                else [{name: rate.detach().clone() for name, rate in step.items()} for step in inner_lr]
+            )
+    return history._replace(inner_lr=inner_lr)
 
 
 def outer_loop(
-    meta_step: Callable[[TaskBatch], torch.Tensor],
+    meta_step: Callable[[TaskBatch, int], torch.Tensor],
     sample_tasks: TaskSampler,
     *,
     iterations: int,
@@ -160,14 +272,16 @@ def outer_loop(
     """The loop shared by the meta-learners: sample T tasks, take one meta-step, record.
 
     Args:
-        meta_step: updates theta from one batch and returns its (detached) meta-loss.
+        meta_step: ``meta_step(batch, iteration)`` updates theta from one batch and
+            returns its (detached) meta-loss.
         sample_tasks: ``sample_tasks(num_tasks, *, generator) -> TaskBatch``, drawn from
             a generator seeded with ``seed`` and moved to ``device``.
         iterations, meta_batch_size: how many meta-steps, of how many tasks.
         progress, description: the tqdm progress bar and its label.
 
     Returns:
-        The meta-loss of each iteration, the wall time and the device.
+        The meta-loss of each iteration, the wall time and the device; ``inner_lr`` is
+        left None for the caller to fill in.
     """
     if not callable(sample_tasks):
         raise TypeError(
@@ -179,7 +293,8 @@ def outer_loop(
     start = time.perf_counter()
     with tqdm(range(iterations), desc=description, disable=not progress) as bar:
         for iteration in bar:
-            meta_losses[iteration] = meta_step(sample_tasks(meta_batch_size, generator=generator).to(device))
+            batch = sample_tasks(meta_batch_size, generator=generator).to(device)
+            meta_losses[iteration] = meta_step(batch, iteration)
             if progress and iteration % report_every == 0:
                 bar.set_postfix(meta_loss=f"{meta_losses[iteration].item():.3f}")
-    return TrainingHistory(meta_losses.cpu(), time.perf_counter() - start, str(device))
+    return TrainingHistory(meta_losses.cpu(), time.perf_counter() - start, str(device), None)

@@ -6,7 +6,7 @@ adapted phi), and ``TaskBatch`` holds T tasks with their support and query sets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -16,6 +16,13 @@ Params = dict[str, torch.Tensor]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(prediction, target) -> scalar``, e.g. ``torch.nn.functional.mse_loss``."""
+
+StepLR = float | Mapping[str, torch.Tensor]
+"""The inner learning rate of one step: one number for every parameter, or a tensor per
+adapted parameter (a scalar or the parameter's shape), as learned by Meta-SGD and MAML++."""
+
+InnerLR = StepLR | Sequence[StepLR]
+"""``inner_lr`` of the inner loop: one ``StepLR`` for every step, or a sequence with one per step."""
 
 
 class TaskBatch(NamedTuple):

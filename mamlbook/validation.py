@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .types import TaskBatch
+from .types import InnerLR, StepLR, TaskBatch
 
 
 class NonFiniteLossError(ValueError):
@@ -99,19 +100,159 @@ def check_params(model: object, params: object) -> None:
             )
 
 
+class InnerLoopArgs(NamedTuple):
+    """The checked arguments of an inner-loop call (see ``check_inner_loop_args``)."""
+
+    inner_lr: InnerLR
+    steps: int
+    adapt_only: tuple[str, ...] | None
+
+
 def check_inner_loop_args(
-    model: object, params: object, loss_fn: object, inner_lr: object, steps: object, *, min_steps: int = 0
-) -> tuple[float, int]:
+    model: object,
+    params: object,
+    loss_fn: object,
+    inner_lr: object,
+    steps: object,
+    *,
+    min_steps: int = 0,
+    adapt_only: object = None,
+) -> InnerLoopArgs:
     """The checks shared by every function that runs the inner loop.
 
+    ``params`` must match ``model``, ``loss_fn`` be callable, ``steps`` an integer >=
+    ``min_steps``, ``adapt_only`` name parameters (see ``check_adapt_only``) and
+    ``inner_lr`` be a rate for those parameters (see ``check_inner_lr_schedule``).
+
     Returns:
-        ``inner_lr`` as a float and ``steps`` as an int, once ``params`` matches
-        ``model``, ``loss_fn`` is callable, ``inner_lr`` is finite and >= 0 and
-        ``steps`` is an integer >= ``min_steps``.
+        ``inner_lr`` (a float where it was a number), ``steps`` as an int and the
+        names of the adapted parameters (None: all of them).
     """
     check_params(model, params)
     check_loss_fn(loss_fn)
-    return check_inner_lr(inner_lr), check_int("steps", steps, minimum=min_steps)
+    steps = check_int("steps", steps, minimum=min_steps)
+    adapt_only = check_adapt_only(params, adapt_only)
+    adapted_names = tuple(params) if adapt_only is None else adapt_only
+    return InnerLoopArgs(check_inner_lr_schedule(inner_lr, params, adapted_names, steps), steps, adapt_only)
+
+
+def check_adapt_only(params: Mapping[str, torch.Tensor], adapt_only: object) -> tuple[str, ...] | None:
+    """The names of the parameters that the inner loop adapts; None adapts them all.
+
+    Each entry of ``adapt_only`` selects a parameter by its full name or a module by
+    its prefix: ``"head"`` selects ``head.weight`` and ``head.bias`` (ANIL).
+
+    Returns:
+        The selected names in the order of ``params``.
+    """
+    if adapt_only is None:
+        return None
+    entries = (adapt_only,) if isinstance(adapt_only, str) else adapt_only
+    if not isinstance(entries, Iterable) or not all(isinstance(entry, str) for entry in entries):
+        raise TypeError(f"adapt_only must be None, a name or a sequence of names, got {adapt_only!r}")
+    entries = tuple(entries)
+    if not entries:
+        raise ValueError("adapt_only is empty; pass None to adapt every parameter")
+    for entry in entries:
+        if not any(_selects(entry, name) for name in params):
+            raise ValueError(
+                f"adapt_only entry {entry!r} matches no parameter; the parameters are {sorted(params)}"
+            )
+    return tuple(name for name in params if any(_selects(entry, name) for entry in entries))
+
+
+def _selects(entry: str, name: str) -> bool:
+    """Whether ``entry`` is the parameter ``name`` or one of the modules above it."""
+    return name == entry or name.startswith(entry + ".")
+
+
+def check_inner_lr_schedule(
+    inner_lr: object, params: Mapping[str, torch.Tensor], adapted_names: Sequence[str], steps: int
+) -> InnerLR:
+    """Check the three forms of ``inner_lr`` (``mamlbook.types.InnerLR``).
+
+    - a number >= 0 for every parameter and step (MAML's alpha);
+    - a mapping from each adapted parameter's name to a tensor, a scalar or of the
+      parameter's shape (Meta-SGD's learned rates), used at every step;
+    - a list or tuple of ``steps`` such rates, one per inner step (MAML++).
+
+    Returns:
+        ``inner_lr``, with numbers converted to floats.
+    """
+    if isinstance(inner_lr, (list, tuple)):
+        if len(inner_lr) != steps:
+            raise ValueError(
+                f"inner_lr has one rate per step for {len(inner_lr)} steps, but steps={steps}; "
+                "give one rate per inner step"
+            )
+        return [
+            _check_step_lr(rate, params, adapted_names, f"inner_lr[{step}]")
+            for step, rate in enumerate(inner_lr)
+        ]
+    return _check_step_lr(inner_lr, params, adapted_names, "inner_lr")
+
+
+def _check_step_lr(
+    rate: object, params: Mapping[str, torch.Tensor], adapted_names: Sequence[str], label: str
+) -> StepLR:
+    """One step's rate: a number (checked like ``check_inner_lr``) or tensors per adapted name."""
+    if not isinstance(rate, Mapping):
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(
+                f"{label} must be a number, a mapping from parameter names to tensors, or a list "
+                f"of those per step, got {type(rate).__name__}"
+            )
+        rate = float(rate)
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"{label} must be a finite number >= 0, got {rate}")
+        return rate
+    missing = [name for name in adapted_names if name not in rate]
+    extra = [name for name in rate if name not in adapted_names]
+    if missing or extra:
+        raise ValueError(
+            f"{label} must hold a rate for exactly the adapted parameters; "
+            f"missing {missing}, not adapted {extra}"
+        )
+    for name in adapted_names:
+        tensor, param = rate[name], params[name]
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            raise TypeError(f"{label}[{name!r}] must be a floating-point tensor, got {tensor!r}")
+        if tensor.shape not in (torch.Size(), param.shape):
+            raise ValueError(
+                f"{label}[{name!r}] must be a scalar or of the parameter's shape {tuple(param.shape)}, "
+                f"got shape {tuple(tensor.shape)}"
+            )
+        if tensor.device != param.device:
+            raise ValueError(f"{label}[{name!r}] is on {tensor.device} but the params are on {param.device}")
+    return rate
+
+
+def check_step_weights(step_weights: object, steps: int) -> list[float]:
+    """Weights of the query losses after each inner step (MAML++'s multi-step loss).
+
+    They must be ``steps`` finite numbers >= 0, not all zero.
+    """
+    if isinstance(step_weights, torch.Tensor):
+        step_weights = step_weights.tolist()
+    if not isinstance(step_weights, Sequence) or isinstance(step_weights, str):
+        raise TypeError(f"step_weights must be a sequence of {steps} numbers, got {step_weights!r}")
+    if len(step_weights) != steps or steps == 0:
+        raise ValueError(
+            f"step_weights must hold one weight per inner step (steps={steps} >= 1), got {step_weights!r}"
+        )
+    weights = []
+    for weight in step_weights:
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, numbers.Real)
+            or not math.isfinite(weight)
+            or weight < 0
+        ):
+            raise ValueError(f"step_weights must be finite numbers >= 0, got {step_weights!r}")
+        weights.append(float(weight))
+    if not any(weights):
+        raise ValueError("step_weights are all zero; at least one step must count")
+    return weights
 
 
 def check_support_set(x: object, y: object, *, device: torch.device | None = None) -> None:
@@ -188,7 +329,7 @@ def raise_if_not_finite(
     support_losses: torch.Tensor,
     final_is_finite: torch.Tensor,
     *,
-    inner_lr: float,
+    inner_lr: InnerLR,
     final_what: str,
     query_sets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
@@ -201,7 +342,7 @@ def raise_if_not_finite(
         support_losses: ``(T, steps)`` support loss of each task before each inner step.
         final_is_finite: ``(T,)`` bool, whether what the fully adapted parameters gave
             (their values, or their query loss) is finite.
-        inner_lr: the inner learning rate used, quoted in the message.
+        inner_lr: the inner learning rate used, quoted in the message when a number.
         final_what: what ``final_is_finite`` describes, for the message.
         query_sets: ``(query_x, query_y)``, ``(T, Q, ...)`` each, looked at only on
             failure; None when ``final_is_finite`` does not depend on them.
@@ -227,7 +368,7 @@ def raise_if_not_finite(
             )
         raise NonFiniteLossError(
             f"the {final_what} of task {task} became non-finite after all {num_steps} inner "
-            f"step(s) with inner_lr={inner_lr}; try a smaller inner_lr"
+            f"step(s) with {describe_inner_lr(inner_lr)}; try a smaller inner_lr"
         )
     step = int(bad_steps[0])
     task = int((~support_is_finite[:, step]).nonzero()[0])
@@ -238,5 +379,10 @@ def raise_if_not_finite(
         )
     raise NonFiniteLossError(
         f"the support loss of task {task} became non-finite at inner step {step + 1} of "
-        f"{num_steps} (after {step} update(s) with inner_lr={inner_lr}); try a smaller inner_lr"
+        f"{num_steps} (after {step} update(s) with {describe_inner_lr(inner_lr)}); try a smaller inner_lr"
     )
+
+
+def describe_inner_lr(inner_lr: InnerLR) -> str:
+    """``inner_lr`` for an error message: its value when a number."""
+    return f"inner_lr={inner_lr}" if isinstance(inner_lr, float) else "the given per-parameter inner_lr"
