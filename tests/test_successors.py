@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 import mamlbook as mb
 from mamlbook.gradcheck import finite_difference_grad, max_relative_error
-from mamlbook.models import MLP
+from mamlbook.models import MLP, Conv4
 from mamlbook.training import multi_step_weights
 
 EXACT = {"atol": 1e-10, "rtol": 1e-10}
@@ -30,7 +30,9 @@ def rate_of(inner_lr, step, name):
     return rate[name] if isinstance(rate, dict) else rate
 
 
-def loop_meta_loss(model, params, batch, *, inner_lr, steps, adapt_only=None, step_weights=None):
+def loop_meta_loss(
+    model, params, batch, *, inner_lr, steps, adapt_only=None, step_weights=None, loss_fn=F.mse_loss
+):
     """sum_s w_s * mean_t L_query(phi_t,s), phi by a loop over tasks and steps.
 
     phi_t,0 = theta; phi_t,s+1[n] = phi_t,s[n] - rate(s, n) * dL_support/dphi[n] for the
@@ -43,14 +45,14 @@ def loop_meta_loss(model, params, batch, *, inner_lr, steps, adapt_only=None, st
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
         phi = dict(params)
         for step in range(steps):
-            support_loss = F.mse_loss(functional_call(model, phi, (support_x,)), support_y)
+            support_loss = loss_fn(functional_call(model, phi, (support_x,)), support_y)
             grads = torch.autograd.grad(support_loss, [phi[n] for n in adapted], create_graph=True)
             phi = {
                 **phi,
                 **{n: phi[n] - rate_of(inner_lr, step, n) * g for n, g in zip(adapted, grads, strict=True)},
             }
             if weights[step]:
-                query_loss = F.mse_loss(functional_call(model, phi, (query_x,)), query_y)
+                query_loss = loss_fn(functional_call(model, phi, (query_x,)), query_y)
                 total = total + weights[step] * query_loss / batch.num_tasks
     return total
 
@@ -200,6 +202,37 @@ def test_evaluate_records_a_metric_and_adapts_only_what_is_asked(mlp, theta, sin
     )
     expected = mean_abs_error(functional_call(mlp, phi, (batch.query_x[0],)), batch.query_y[0])
     torch.testing.assert_close(head_only.per_task[0, 1], expected.detach(), **EXACT)
+
+
+@pytest.mark.parametrize("method", ["anil", "meta_sgd", "maml_pp"])
+def test_successors_on_conv4_with_batch_statistics_match_the_loop(make_model, theta, method):
+    model = make_model(lambda: Conv4(n_way=3, hidden=4))
+    images = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.arange(3).repeat(4)
+    batch = mb.TaskBatch(
+        images[:6].view(2, 3, 1, 28, 28),
+        labels[:6].view(2, 3),
+        images[6:].view(2, 3, 1, 28, 28),
+        labels[6:].view(2, 3),
+    )
+    params = theta(model)
+    kwargs = {"steps": 2}
+    if method == "anil":
+        kwargs |= {"inner_lr": 0.3, "adapt_only": ["head.weight", "head.bias"]}
+    elif method == "meta_sgd":
+        kwargs |= {"inner_lr": meta_sgd_rates(params)}
+    else:
+        kwargs |= {
+            "inner_lr": [
+                {name: torch.tensor(rate, dtype=torch.float64) for name in params} for rate in (0.3, 0.1)
+            ],
+            "step_weights": [0.4, 0.6],
+        }
+    expected = loop_meta_loss(model, params, batch, loss_fn=F.cross_entropy, **kwargs)
+    actual = mb.maml_loss(model, params, batch, loss_fn=F.cross_entropy, **kwargs)
+    torch.testing.assert_close(actual, expected, **EXACT)
+    for got, want in zip(grads_of(actual, params.values()), grads_of(expected, params.values()), strict=True):
+        torch.testing.assert_close(got, want, **EXACT)
 
 
 def test_multi_step_weights_anneal_towards_the_last_step():
