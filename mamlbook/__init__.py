@@ -2,14 +2,15 @@
 
 The core API, re-exported here:
 
-- ``Params``, ``TaskBatch``: the data types.
+- ``Params``, ``TaskBatch``, ``InnerLR``: the data types.
 - ``adapt``: the inner loop on one task; ``maml_loss``: the meta-objective over T tasks.
 - ``meta_train``, ``MetaTrainConfig``: the outer loop; ``evaluate``: losses on new tasks.
 - ``save_params``, ``load_params``: checkpoints.
 
 Submodules: ``tasks``, ``models``, ``gradcheck``, and, loaded on first use (they import
-more, matplotlib for one), ``plotting``, ``checks``, ``baselines``, ``reptile`` and
-``profiling``. Importing the package changes no global state.
+more, matplotlib for one), ``data`` (Omniglot), ``plotting``, ``checks``, ``baselines``,
+``reptile``, ``profiling`` and ``analysis``. Importing the package changes no global
+state.
 """
 
 import importlib
@@ -20,12 +21,12 @@ from .evaluation import EvaluationResult, evaluate
 from .inner import adapt
 from .meta import maml_loss
 from .training import MetaTrainConfig, TrainingHistory, meta_train, resolve_device
-from .types import LossFn, Params, TaskBatch
+from .types import InnerLR, LossFn, Params, TaskBatch
 from .validation import NonFiniteLossError
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = frozenset({"plotting", "checks", "baselines", "reptile", "profiling"})
+_LAZY_SUBMODULES = frozenset({"data", "plotting", "checks", "baselines", "reptile", "profiling", "analysis"})
 
 
 def __getattr__(name: str):
@@ -37,6 +38,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "EvaluationResult",
+    "InnerLR",
     "LossFn",
     "MetaTrainConfig",
     "NonFiniteLossError",
