@@ -26,7 +26,9 @@ from .validation import NonFiniteLossError
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = frozenset({"data", "plotting", "checks", "baselines", "reptile", "profiling", "analysis"})
+_LAZY_SUBMODULES = frozenset(
+    {"data", "plotting", "checks", "baselines", "reptile", "profiling", "analysis", "reproduce"}
+)
 
 
 def __getattr__(name: str):

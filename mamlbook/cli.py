@@ -1,0 +1,80 @@
+"""The ``mamlbook`` console command.
+
+    mamlbook reproduce {sinusoid,omniglot} --preset {paper,quick} --device {auto,cpu,cuda} --out FILE.json
+
+trains and evaluates as the paper did (``mamlbook.reproduce``), prints the results
+beside the paper's, and writes the whole record as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from .reproduce import EXPERIMENTS, PRESETS, format_record, reproduce
+
+
+def write_json_atomically(path: Path, record: dict[str, object]) -> None:
+    """Write ``record`` to ``path`` through a temporary file, so no half-written file is left."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mamlbook", description="The companion package of the MAML book.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "reproduce",
+        help="train and evaluate one of the paper's experiments",
+        description="Train and evaluate one of the paper's experiments, and compare with the paper's table.",
+    )
+    run.add_argument("experiment", choices=EXPERIMENTS)
+    run.add_argument(
+        "--preset", choices=PRESETS, default="quick", help="the paper's settings, or a short version"
+    )
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument(
+        "--out", type=Path, help="write the record (settings, results, versions, time) to this JSON file"
+    )
+    run.add_argument(
+        "--omniglot-root",
+        type=Path,
+        help="a folder with the Omniglot zips (e.g. ../shared/data/omniglot); without it they are downloaded",
+    )
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.out is not None and not args.out.parent.is_dir():
+        print(f"mamlbook: --out: the folder {args.out.parent} does not exist", file=sys.stderr)
+        return 2
+    try:
+        record = reproduce(
+            args.experiment,
+            args.preset,
+            device=args.device,
+            progress=not args.no_progress,
+            omniglot_root=args.omniglot_root,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"mamlbook: {error}", file=sys.stderr)
+        return 1
+    print(format_record(record))
+    if args.out is not None:
+        write_json_atomically(args.out, record)
+        print(f"record written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""Reproducing the paper's experiments end to end: ``mamlbook reproduce`` (appendix).
+
+Each experiment has presets: ``paper`` runs the paper's settings, ``quick`` a few
+minutes' version of them for a check on a laptop. ``reproduce`` trains, evaluates on
+600 new tasks and returns a JSON-ready record: the settings, the results with 95 %
+intervals beside the paper's, the versions, the device and the wall time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .baselines import pretrain
+from .evaluation import EvaluationResult, evaluate
+from .models import MLP, Conv4
+from .tasks import FewShotClassification, Sinusoid, classification_accuracy
+from .training import MetaTrainConfig, meta_train, resolve_device
+
+EXPERIMENTS = ("sinusoid", "omniglot")
+PRESETS = ("paper", "quick")
+
+SINUSOID_TABLE_2 = {"MAML": (0.67, 0.38, 0.35), "pretrained": (2.41, 2.23, 2.19)}
+"""Finn et al. (2017), appendix C, Table 2: 5-shot MSE after 1, 5 and 10 steps."""
+
+OMNIGLOT_TABLE_1 = {"MAML": (98.7, 0.4)}
+"""Finn et al. (2017), Table 1: Omniglot 5-way 1-shot accuracy (%) and its 95 % interval."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SinusoidSettings:
+    """One sinusoid run: MAML's and the pretrained baseline's training, and the test.
+
+    Attributes:
+        maml: the meta-training configuration.
+        train_shots, num_query: K support and Q query points of each training task.
+        pretrain_iterations: Adam steps of the pretrained baseline (T = ``maml.meta_batch_size``).
+        eval_tasks, eval_shots, eval_steps: the test: new tasks, their K, and the largest
+            number of fine-tuning steps (at ``maml.inner_lr``).
+        report_steps: the numbers of steps that the paper's table reports.
+    """
+
+    maml: MetaTrainConfig
+    train_shots: int
+    num_query: int
+    pretrain_iterations: int
+    eval_tasks: int = 600
+    eval_shots: int = 5
+    eval_steps: int = 10
+    report_steps: tuple[int, ...] = (1, 5, 10)
+
+
+@dataclasses.dataclass(frozen=True)
+class OmniglotSettings:
+    """One Omniglot run: MAML on N-way K-shot episodes of the paper's split.
+
+    Attributes:
+        maml: the meta-training configuration.
+        n_way, k_shot, n_query: the episodes (queries per class).
+        test_steps: fine-tuning steps at test time (the paper: 3 for 5-way).
+        eval_tasks: new tasks from the 423 test classes.
+    """
+
+    maml: MetaTrainConfig
+    n_way: int = 5
+    k_shot: int = 1
+    n_query: int = 15
+    test_steps: int = 3
+    eval_tasks: int = 600
+
+
+SETTINGS: dict[tuple[str, str], SinusoidSettings | OmniglotSettings] = {
+    # The paper's setting; meta-trained with the K = 5 of the test (chapter 4, "Which K to
+    # meta-train with": K = 10 training can diverge when ten steps are taken on five points).
+    ("sinusoid", "paper"): SinusoidSettings(
+        MetaTrainConfig.sinusoid_paper(), train_shots=5, num_query=10, pretrain_iterations=10_000
+    ),
+    ("sinusoid", "quick"): SinusoidSettings(
+        dataclasses.replace(MetaTrainConfig.sinusoid_paper(), iterations=5_000),
+        train_shots=5,
+        num_query=10,
+        pretrain_iterations=2_000,
+    ),
+    ("omniglot", "paper"): OmniglotSettings(MetaTrainConfig.omniglot_paper(5)),
+    ("omniglot", "quick"): OmniglotSettings(
+        dataclasses.replace(MetaTrainConfig.omniglot_paper(5), iterations=2_000, meta_batch_size=8), n_query=5
+    ),
+}
+
+
+def reproduce(
+    experiment: str,
+    preset: str,
+    *,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    omniglot_root: str | Path | None = None,
+) -> dict[str, object]:
+    """Run one experiment at one preset and return its record.
+
+    Args:
+        experiment: ``"sinusoid"`` or ``"omniglot"``.
+        preset: ``"paper"`` or ``"quick"``.
+        device: ``"auto"`` (CUDA where available), ``"cpu"`` or ``"cuda"``.
+        progress: show progress bars.
+        omniglot_root: a folder holding the Omniglot zips; None downloads them (see
+            ``mamlbook.data.load_omniglot``).
+
+    Returns:
+        A dict of plain values: ``experiment``, ``preset``, ``settings``, ``results``,
+        ``paper``, ``environment``, ``device``, ``wall_seconds``, ``started``.
+    """
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    device = resolve_device(device)
+    settings = SETTINGS[experiment, preset]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    start = time.perf_counter()
+    if experiment == "sinusoid":
+        results, paper = _sinusoid(settings, device, progress)
+    else:
+        results, paper = _omniglot(settings, device, progress, omniglot_root)
+    return {
+        "experiment": experiment,
+        "preset": preset,
+        "settings": dataclasses.asdict(settings),
+        "results": results,
+        "paper": paper,
+        "environment": environment(device),
+        "device": str(device),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "started": started.isoformat(timespec="seconds"),
+    }
+
+
+def _sinusoid(
+    settings: SinusoidSettings, device: torch.device, progress: bool
+) -> tuple[dict[str, object], dict[str, object]]:
+    """Meta-train MAML and pretrain the baseline, then fine-tune both on the same new tasks."""
+    family = Sinusoid()
+    config = settings.maml
+    sample = functools.partial(family.sample, num_support=settings.train_shots, num_query=settings.num_query)
+
+    def trained(train: Callable[[MLP], object]) -> MLP:
+        torch.manual_seed(config.seed)
+        model = MLP(1)
+        train(model)
+        return model
+
+    maml = trained(
+        lambda model: meta_train(model, sample, config, loss_fn=F.mse_loss, device=device, progress=progress)
+    )
+    pretrained = trained(
+        lambda model: pretrain(
+            model,
+            sample,
+            iterations=settings.pretrain_iterations,
+            meta_batch_size=config.meta_batch_size,
+            outer_lr=config.outer_lr,
+            loss_fn=F.mse_loss,
+            device=device,
+            seed=config.seed,
+            progress=progress,
+        )
+    )
+    test_tasks = family.sample(
+        settings.eval_tasks,
+        settings.eval_shots,
+        num_query=100,
+        generator=torch.Generator().manual_seed(config.seed + 1),
+    ).to(device)
+    results = {
+        name: _report(
+            evaluate(
+                model,
+                dict(model.named_parameters()),
+                test_tasks,
+                loss_fn=F.mse_loss,
+                inner_lr=config.inner_lr,
+                steps=settings.eval_steps,
+            ),
+            settings.report_steps,
+        )
+        for name, model in (("MAML", maml), ("pretrained", pretrained))
+    }
+    paper = {
+        "source": "Finn et al. (2017), appendix C, Table 2 (5-shot MSE)",
+        "steps": list(settings.report_steps),
+        **{name: list(values) for name, values in SINUSOID_TABLE_2.items()},
+    }
+    return results, paper
+
+
+def _omniglot(
+    settings: OmniglotSettings, device: torch.device, progress: bool, root: str | Path | None
+) -> tuple[dict[str, object], dict[str, object]]:
+    """Meta-train Conv4 on the paper's split, then test on new tasks of the test classes."""
+    from .data import load_omniglot, split_omniglot  # PIL and the data files only when needed
+
+    split = split_omniglot(load_omniglot(root, download=root is None))
+    shots = {"n_way": settings.n_way, "k_shot": settings.k_shot, "n_query": settings.n_query}
+    train_tasks = FewShotClassification(*split.train, **shots)
+    test_tasks = FewShotClassification(*split.test, **shots).sample(
+        settings.eval_tasks, generator=torch.Generator().manual_seed(settings.maml.seed + 1)
+    )
+    torch.manual_seed(settings.maml.seed)
+    model = Conv4(n_way=settings.n_way)
+    history = meta_train(
+        model, train_tasks.sample, settings.maml, loss_fn=F.cross_entropy, device=device, progress=progress
+    )
+    result = evaluate(
+        model,
+        dict(model.named_parameters()),
+        test_tasks.to(device),
+        loss_fn=F.cross_entropy,
+        inner_lr=history.inner_lr,
+        steps=settings.test_steps,
+        metric=classification_accuracy,
+        chunk_size=100,
+    )
+    label = f"{settings.n_way}-way {settings.k_shot}-shot"
+    results = {
+        "MAML": {
+            "episodes": label,
+            "steps": settings.test_steps,
+            "accuracy_percent": round(100 * float(result.mean[-1]), 2),
+            "ci95_percent": round(100 * float(result.ci95[-1]), 2),
+            "accuracy_percent_by_steps": [round(100 * float(value), 2) for value in result.mean],
+            "training_seconds": round(history.seconds, 1),
+        }
+    }
+    paper = {
+        "source": "Finn et al. (2017), Table 1 (Omniglot, 5-way 1-shot, %)",
+        "MAML": list(OMNIGLOT_TABLE_1["MAML"]),
+    }
+    return results, paper
+
+
+def _report(result: EvaluationResult, steps: tuple[int, ...]) -> dict[str, list[float]]:
+    """The mean and 95 % interval after each of ``steps`` steps, rounded for the record."""
+    return {
+        "steps": list(steps),
+        "mean": [round(float(result.mean[step]), 4) for step in steps],
+        "ci95": [round(float(result.ci95[step]), 4) for step in steps],
+    }
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    """The versions and the machine behind a record."""
+    return {
+        "mamlbook": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+
+
+def format_record(record: dict[str, object]) -> str:
+    """A few lines comparing a record's results with the paper's."""
+    where = f"on {record['device']}: {record['wall_seconds']} s"
+    lines = [f"{record['experiment']} ({record['preset']} preset) {where}"]
+    paper, results = record["paper"], record["results"]
+    if record["experiment"] == "sinusoid":
+        lines.append(
+            "5-shot MSE after " + " / ".join(map(str, paper["steps"])) + " steps, ours against the paper's:"
+        )
+        for name, result in results.items():
+            ours = " / ".join(
+                f"{mean:.2f} ± {ci:.2f}" for mean, ci in zip(result["mean"], result["ci95"], strict=True)
+            )
+            theirs = " / ".join(f"{value:.2f}" for value in paper[name])
+            lines.append(f"  {name:<11} {ours}   (paper {theirs})")
+    else:
+        result = results["MAML"]
+        lines.append(
+            f"  MAML {result['episodes']}, {result['steps']} steps: {result['accuracy_percent']:.1f} ± "
+            f"{result['ci95_percent']:.1f} %   (paper {paper['MAML'][0]} ± {paper['MAML'][1]} %)"
+        )
+    return "\n".join(lines)

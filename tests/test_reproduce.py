@@ -1,0 +1,114 @@
+"""``mamlbook reproduce``: the presets, the record it writes and its errors, on tiny settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from mamlbook import cli, reproduce
+from mamlbook.training import MetaTrainConfig
+
+OMNIGLOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+
+
+def test_the_paper_presets_hold_the_papers_settings():
+    sinusoid = reproduce.SETTINGS["sinusoid", "paper"]
+    assert sinusoid.maml == MetaTrainConfig.sinusoid_paper()
+    assert (sinusoid.eval_tasks, sinusoid.eval_shots, sinusoid.report_steps) == (600, 5, (1, 5, 10))
+    omniglot = reproduce.SETTINGS["omniglot", "paper"]
+    assert omniglot.maml == MetaTrainConfig.omniglot_paper(5)
+    assert (omniglot.maml.iterations, omniglot.maml.meta_batch_size, omniglot.maml.inner_lr) == (
+        60_000,
+        32,
+        0.4,
+    )
+    assert (omniglot.n_way, omniglot.k_shot, omniglot.n_query, omniglot.test_steps) == (5, 1, 15, 3)
+
+
+@pytest.fixture
+def tiny_presets(monkeypatch):
+    tiny = dataclasses.replace(MetaTrainConfig.sinusoid_paper(), iterations=5, meta_batch_size=4)
+    settings = dict(reproduce.SETTINGS)
+    settings["sinusoid", "quick"] = reproduce.SinusoidSettings(
+        tiny, train_shots=5, num_query=5, pretrain_iterations=5, eval_tasks=20
+    )
+    settings["omniglot", "quick"] = reproduce.OmniglotSettings(
+        dataclasses.replace(MetaTrainConfig.omniglot_paper(5), iterations=2, meta_batch_size=2),
+        n_query=2,
+        test_steps=2,
+        eval_tasks=10,
+    )
+    monkeypatch.setattr(reproduce, "SETTINGS", settings)
+
+
+def test_sinusoid_record_is_written_with_results_beside_the_paper(tiny_presets, tmp_path, capsys):
+    out = tmp_path / "sinusoid.json"
+    assert (
+        cli.main(
+            [
+                "reproduce",
+                "sinusoid",
+                "--preset",
+                "quick",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    record = json.loads(out.read_text())
+    assert (record["experiment"], record["preset"], record["device"]) == ("sinusoid", "quick", "cpu")
+    assert record["settings"]["maml"]["iterations"] == 5
+    for name in ("MAML", "pretrained"):
+        result = record["results"][name]
+        assert result["steps"] == [1, 5, 10] and len(result["mean"]) == len(result["ci95"]) == 3
+        assert all(ci >= 0 for ci in result["ci95"])
+    assert record["paper"]["MAML"] == [0.67, 0.38, 0.35]
+    assert record["environment"]["torch"] and record["wall_seconds"] >= 0
+    printed = capsys.readouterr().out
+    assert "paper 0.67 / 0.38 / 0.35" in printed and str(out) in printed
+    assert list(tmp_path.iterdir()) == [out]  # no temporary file left
+
+
+@pytest.mark.skipif(not OMNIGLOT.is_dir(), reason="the local Omniglot copy ../shared/data/omniglot is absent")
+def test_omniglot_record_reports_accuracy_in_percent(tiny_presets, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMLBOOK_CACHE", str(tmp_path / "cache"))
+    record = reproduce.reproduce("omniglot", "quick", device="cpu", progress=False, omniglot_root=OMNIGLOT)
+    result = record["results"]["MAML"]
+    assert result["episodes"] == "5-way 1-shot" and result["steps"] == 2
+    assert len(result["accuracy_percent_by_steps"]) == 3
+    assert 0 <= result["accuracy_percent"] <= 100 and result["ci95_percent"] >= 0
+    assert "paper 98.7 ± 0.4 %" in reproduce.format_record(record)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["reproduce", "mnist"], "invalid choice"),
+        (["reproduce", "sinusoid", "--preset", "full"], "invalid choice"),
+        (["reproduce", "sinusoid", "--device", "tpu"], "invalid choice"),
+    ],
+)
+def test_bad_command_lines_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_out_file_in_a_missing_folder_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "missing" / "record.json"
+    assert cli.main(["reproduce", "sinusoid", "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_reproduce_names_a_bad_experiment_or_preset():
+    with pytest.raises(ValueError, match="experiment must be one of"):
+        reproduce.reproduce("mnist", "quick")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        reproduce.reproduce("sinusoid", "full")
