@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from .batched import batched_task_losses
 from .types import InnerLR, LossFn, Params, StepLR
 from .validation import (
     check_inner_loop_args,
@@ -37,6 +38,9 @@ def task_losses(
 ) -> torch.Tensor:
     """The loss of each task with its own parameters, ``loss_fn(f(x_t; params_t), y_t)``.
 
+    Models built of known layers (``mamlbook.batched``) run as batched tensor operations;
+    any other model is vmapped over the tasks with ``torch.func.functional_call``.
+
     Args:
         params_per_task: tensors ``(T, ...)``, task t's parameters at index t.
         x: ``(T, K, ...)`` inputs; y: ``(T, K, ...)`` targets.
@@ -44,6 +48,9 @@ def task_losses(
     Returns:
         ``(T,)`` losses.
     """
+    losses = batched_task_losses(model, params_per_task, x, y, loss_fn)  # None: not a known model
+    if losses is not None:
+        return losses
 
     def one_task(params, task_x, task_y):
         return loss_fn(functional_call(model, params, (task_x,)), task_y)

@@ -64,3 +64,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["batched", "vmap"])
+def forward_path(request, monkeypatch) -> str:
+    """Run a test on each path of ``mamlbook.inner.task_losses``: the batched fast path for
+    known layers (``mamlbook.batched``) and the general ``vmap`` path, forced by making the
+    fast path decline every model."""
+    if request.param == "vmap":
+        monkeypatch.setattr(mb.inner, "batched_task_losses", lambda *args, **kwargs: None)
+    return request.param

@@ -19,6 +19,9 @@ from mamlbook.models import MLP
 
 EXACT = {"atol": 1e-10, "rtol": 1e-10}
 
+# Every oracle runs on both forward paths of the inner loop (see conftest.forward_path).
+pytestmark = pytest.mark.usefixtures("forward_path")
+
 
 def loop_maml(model, params, batch, *, loss_fn, inner_lr, steps, first_order=False):
     """Meta-loss and meta-gradient by an explicit loop over tasks and inner steps.

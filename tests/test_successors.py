@@ -23,6 +23,9 @@ from mamlbook.training import multi_step_weights
 
 EXACT = {"atol": 1e-10, "rtol": 1e-10}
 
+# Every oracle runs on both forward paths of the inner loop (see conftest.forward_path).
+pytestmark = pytest.mark.usefixtures("forward_path")
+
 
 def rate_of(inner_lr, step, name):
     """The literal rate of parameter ``name`` at inner step ``step``."""

@@ -1,0 +1,265 @@
+"""The batched forward pass equals vmap over tasks, in value and in second-order meta-gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+import mamlbook as mb
+from mamlbook.batched import batched_forward, batched_task_losses
+
+TOLERANCE = 1e-10
+
+
+def params_per_task(model: nn.Module, num_tasks: int, seed: int = 1) -> mb.Params:
+    """Different parameters for each of ``num_tasks`` tasks, ``(T, ...)`` each, float64."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        name: tensor.detach() + 0.3 * torch.randn(num_tasks, *tensor.shape, generator=generator).double()
+        for name, tensor in model.named_parameters()
+    }
+
+
+def vmapped_forward(model: nn.Module, params: mb.Params, x: torch.Tensor) -> torch.Tensor:
+    """The reference: every task's model, by vmap over ``functional_call``."""
+    return vmap(lambda task_params, task_x: functional_call(model, task_params, (task_x,)))(params, x)
+
+
+def vmapped_losses(model, params, x, y, loss_fn):
+    """The reference ``(T,)`` losses: ``loss_fn`` of every task's model, by vmap."""
+    return vmap(lambda p, task_x, task_y: loss_fn(functional_call(model, p, (task_x,)), task_y))(params, x, y)
+
+
+def inputs(*shape: int, seed: int = 2) -> torch.Tensor:
+    """Seeded standard normal float64 values of ``shape``."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).double()
+
+
+def assert_matches_vmap(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``batched_forward`` equals the vmap reference on ``x`` with different params per task."""
+    params = params_per_task(model, x.shape[0])
+    outputs = batched_forward(model, params, x)
+    assert outputs is not None
+    expected = vmapped_forward(model, params, x)
+    assert outputs.shape == expected.shape
+    assert (outputs - expected).abs().max() < TOLERANCE
+    return outputs
+
+
+@pytest.mark.parametrize(
+    ("in_features", "hidden", "out_features"),
+    [(1, (40, 40), 1), (1, (), 1), (3, (5,), 2), (2, (7, 4, 6), 3)],
+)
+def test_mlp_matches_vmap(make_model, in_features, hidden, out_features):
+    model = make_model(lambda: mb.models.MLP(in_features, hidden, out_features))
+    assert_matches_vmap(model, inputs(4, 6, in_features))
+
+
+def test_mlp_on_inputs_with_more_dimensions_matches_vmap(make_model):
+    model = make_model(lambda: mb.models.MLP(3, (5,), 2))
+    outputs = assert_matches_vmap(model, inputs(3, 4, 2, 3))
+    assert outputs.shape == (3, 4, 2, 2)
+    assert_matches_vmap(model, inputs(3, 3))  # one input vector per task
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_vmap(make_model, bias):
+    model = make_model(lambda: nn.Linear(4, 3, bias=bias))
+    assert_matches_vmap(model, inputs(5, 2, 4))
+
+
+@pytest.mark.parametrize(
+    ("stride_conv", "image_size", "in_channels"),
+    [(True, 28, 1), (True, 9, 3), (False, 16, 1), (False, 19, 2)],
+)
+def test_conv4_matches_vmap(make_model, stride_conv, image_size, in_channels):
+    model = make_model(lambda: mb.models.Conv4(in_channels, 3, 4, image_size, stride_conv=stride_conv))
+    assert_matches_vmap(model, inputs(3, 5, in_channels, image_size, image_size))
+    model.eval()  # batch statistics in evaluation mode too
+    assert_matches_vmap(model, inputs(3, 5, in_channels, image_size, image_size))
+
+
+def test_a_layer_without_parameters_used_twice_matches_vmap(make_model):
+    relu = nn.ReLU()
+    model = make_model(lambda: nn.Sequential(relu, nn.Linear(3, 3), relu, nn.Linear(3, 2), relu))
+    assert_matches_vmap(model, inputs(2, 4, 3))
+
+
+def test_sequential_of_supported_layers_matches_vmap(make_model):
+    model = make_model(
+        lambda: nn.Sequential(
+            nn.Conv2d(2, 3, kernel_size=3, stride=2, padding=1),
+            nn.BatchNorm2d(3, affine=False, track_running_stats=False),
+            nn.ReLU(),
+            nn.Conv2d(3, 4, kernel_size=(3, 2), padding=(2, 1), dilation=2, bias=False),
+            nn.BatchNorm2d(4, eps=1e-3, track_running_stats=False),
+            nn.Conv2d(4, 4, 3, padding="same"),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Flatten(),
+            nn.Linear(4 * 3 * 3, 5, bias=False),
+            nn.ReLU(),
+            nn.Sequential(nn.Linear(5, 2)),
+        )
+    )
+    assert_matches_vmap(model, inputs(3, 4, 2, 11, 11))
+
+
+@pytest.mark.parametrize(("start_dim", "end_dim"), [(0, -1), (1, 2), (-2, -1), (2, 3)])
+def test_flatten_dims_match_vmap(make_model, start_dim, end_dim):
+    model = make_model(lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(start_dim, end_dim)))
+    assert_matches_vmap(model, inputs(2, 3, 1, 5, 6))
+
+
+def test_task_losses_match_vmap(make_model):
+    model = make_model(lambda: mb.models.MLP(1, (8,)))
+    params = params_per_task(model, 4)
+    x, y = inputs(4, 6, 1), inputs(4, 6, 1, seed=3)
+    mse = batched_task_losses(model, params, x, y, F.mse_loss)
+    vmapped_mse = batched_task_losses(model, params, x, y, lambda output, target: F.mse_loss(output, target))
+    expected = vmapped_losses(model, params, x, y, F.mse_loss)
+    assert mse.shape == vmapped_mse.shape == (4,)
+    assert (mse - expected).abs().max() < TOLERANCE
+    assert (vmapped_mse - expected).abs().max() < TOLERANCE
+
+
+def meta_gradient(model, theta, batch, loss_fn, task_losses, inner_lr=0.1):
+    """Second-order meta-gradient of one inner step, the per-task losses from ``task_losses``."""
+    params = {name: tensor.expand(batch.num_tasks, *tensor.shape) for name, tensor in theta.items()}
+    support = task_losses(model, params, batch.support_x, batch.support_y, loss_fn)
+    grads = torch.autograd.grad(support.sum(), list(params.values()), create_graph=True)
+    adapted = {name: params[name] - inner_lr * grad for name, grad in zip(params, grads, strict=True)}
+    query = task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn).mean()
+    return torch.autograd.grad(query, list(theta.values()))
+
+
+def assert_meta_gradients_agree(model, theta, batch, loss_fn):
+    """The batched path's second-order meta-gradient equals vmap's, and is not zero."""
+    batched = meta_gradient(model, theta, batch, loss_fn, batched_task_losses)
+    expected = meta_gradient(model, theta, batch, loss_fn, vmapped_losses)
+    for got, want in zip(batched, expected, strict=True):
+        assert want.abs().max() > 0
+        assert (got - want).abs().max() < TOLERANCE
+
+
+def test_mlp_meta_gradient_matches_vmap(make_model, theta, sine_batch):
+    model = make_model(lambda: mb.models.MLP(1, (16, 16)))
+    assert_meta_gradients_agree(model, theta(model), sine_batch(num_tasks=3), F.mse_loss)
+
+
+@pytest.mark.parametrize(("stride_conv", "image_size"), [(True, 9), (False, 16)])
+def test_conv4_meta_gradient_matches_vmap(make_model, theta, stride_conv, image_size):
+    model = make_model(lambda: mb.models.Conv4(1, 3, 3, image_size, stride_conv=stride_conv))
+    labels = torch.arange(3).repeat(2, 2)  # (T, K) = (2, 6): two of each class
+    batch = mb.TaskBatch(
+        inputs(2, 6, 1, image_size, image_size),
+        labels,
+        inputs(2, 6, 1, image_size, image_size, seed=3),
+        labels,
+    )
+    assert_meta_gradients_agree(model, theta(model), batch, F.cross_entropy)
+
+
+class Doubled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * self.linear(x)
+
+
+class ShiftedMLP(mb.models.MLP):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + 1
+
+
+def tied_linears() -> nn.Sequential:
+    first, second = nn.Linear(2, 2), nn.Linear(2, 2)
+    second.weight = first.weight
+    return nn.Sequential(first, second)
+
+
+def linear_with_bias_buffer() -> nn.Linear:
+    linear = nn.Linear(2, 2)
+    del linear.bias
+    linear.register_buffer("bias", torch.ones(2))  # read by forward, but not a parameter
+    return linear
+
+
+def batch_norm_with_running_stats_in_eval() -> nn.Sequential:
+    norm = nn.BatchNorm2d(2)
+    norm.track_running_stats = False  # its buffers stay, and evaluation mode uses them
+    return nn.Sequential(nn.Conv2d(1, 2, 3), norm).eval()
+
+
+def hooked_linear() -> nn.Linear:
+    linear = nn.Linear(2, 2)
+    linear.register_forward_hook(lambda module, args, output: output + 1)
+    return linear
+
+
+@pytest.mark.parametrize(
+    ("factory", "x_shape"),
+    [
+        (Doubled, (2, 3, 2)),
+        (lambda: ShiftedMLP(2, (3,), 2), (2, 3, 2)),
+        (lambda: nn.Sequential(nn.Linear(2, 2), nn.Tanh()), (2, 3, 2)),
+        (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)), (2, 3, 1, 5, 5)),
+        (batch_norm_with_running_stats_in_eval, (2, 3, 1, 5, 5)),
+        (lambda: nn.Conv2d(2, 2, 3, groups=2), (2, 3, 2, 5, 5)),
+        (lambda: nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"), (2, 3, 1, 5, 5)),
+        (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, return_indices=True)), (2, 3, 1, 5, 5)),
+        (lambda: nn.Sequential(*[nn.Linear(2, 2)] * 2), (2, 3, 2)),  # one Linear used twice
+        (tied_linears, (2, 3, 2)),
+        (linear_with_bias_buffer, (2, 3, 2)),
+        (hooked_linear, (2, 3, 2)),
+        (lambda: nn.Conv2d(1, 2, 3), (2, 1, 5, 5)),  # each task's input (C, H, W): unbatched
+        (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(2, 1)), (2, 3, 1, 5, 5)),
+    ],
+)
+def test_unsupported_models_give_none(make_model, factory, x_shape):
+    model = make_model(factory)
+    params = params_per_task(model, x_shape[0])
+    x = inputs(*x_shape)
+    assert batched_forward(model, params, x) is None
+    assert batched_task_losses(model, params, x, x, F.mse_loss) is None
+
+
+def test_parameters_shared_by_two_layers_give_none(make_model):
+    model = make_model(tied_linears)
+    names = [name for name, _ in model.named_parameters(remove_duplicate=False)]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    params = {
+        name: inputs(2, *model.get_parameter(name).shape, seed=index) for index, name in enumerate(names)
+    }
+    assert batched_forward(model, params, inputs(2, 3, 2)) is None
+
+
+def test_mismatched_params_give_none(make_model):
+    model = make_model(lambda: mb.models.MLP(1, (4,)))
+    params, x = params_per_task(model, 3), inputs(3, 5, 1)
+    assert batched_forward(model, {**params, "extra": params["head.bias"]}, x) is None
+    assert batched_forward(model, {k: v for k, v in params.items() if k != "head.bias"}, x) is None
+    assert batched_forward(model, {k: v[:2] for k, v in params.items()}, x) is None  # T = 2 != 3
+    assert batched_forward(model, params, x) is not None
+
+
+def test_a_hook_added_after_a_call_is_seen(make_model):
+    model = make_model(lambda: mb.models.MLP(1, (4,)))
+    params, x = params_per_task(model, 2), inputs(2, 5, 1)
+    assert batched_forward(model, params, x) is not None
+    model.head.register_forward_pre_hook(lambda module, args: None)
+    assert batched_forward(model, params, x) is None
+
+
+def test_conv4_rejects_images_of_another_size_like_conv4(make_model):
+    model = make_model(lambda: mb.models.Conv4(1, 3, 2, 12))
+    params, x = params_per_task(model, 2), inputs(2, 3, 1, 10, 10)
+    with pytest.raises(ValueError) as expected:
+        vmapped_forward(model, params, x)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 1, 12, 12\), got \(3, 1, 10, 10\)") as got:
+        batched_forward(model, params, x)
+    assert str(got.value) == str(expected.value)
