@@ -30,7 +30,7 @@ from PIL import Image
 from .validation import check_int
 
 PARTS = ("images_background", "images_evaluation")
-"""The two halves of Omniglot: 964 background and 659 evaluation characters."""
+"""The two halves of Omniglot, with 964 background and 659 evaluation characters."""
 
 _URLS = {
     part: f"https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{part}.zip" for part in PARTS

@@ -30,10 +30,10 @@ EXPERIMENTS = ("sinusoid", "omniglot")
 PRESETS = ("paper", "quick")
 
 SINUSOID_TABLE_2 = {"MAML": (0.67, 0.38, 0.35), "pretrained": (2.41, 2.23, 2.19)}
-"""Finn et al. (2017), appendix C, Table 2: 5-shot MSE after 1, 5 and 10 steps."""
+"""The 5-shot MSE after 1, 5 and 10 steps in Finn et al. (2017), appendix C, Table 2."""
 
 OMNIGLOT_TABLE_1 = {"MAML": (98.7, 0.4)}
-"""Finn et al. (2017), Table 1: Omniglot 5-way 1-shot accuracy (%) and its 95 % interval."""
+"""The Omniglot 5-way 1-shot accuracy (%) and its 95 % interval in Finn et al. (2017), Table 1."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,8 @@ class OmniglotSettings:
 
     Attributes:
         maml: the meta-training configuration.
-        n_way, k_shot, n_query: the episodes (queries per class).
+        n_way, k_shot, n_query: the episodes; ``n_query`` query images per class, K in
+            the paper's code for Omniglot (15 is its MiniImagenet setting).
         test_steps: fine-tuning steps at test time (the paper: 3 for 5-way).
         eval_tasks: new tasks from the 423 test classes.
     """
@@ -73,7 +74,7 @@ class OmniglotSettings:
     maml: MetaTrainConfig
     n_way: int = 5
     k_shot: int = 1
-    n_query: int = 15
+    n_query: int = 1
     test_steps: int = 3
     eval_tasks: int = 600
 
@@ -116,7 +117,7 @@ def reproduce(
             ``mamlbook.data.load_omniglot``).
 
     Returns:
-        A dict of plain values: ``experiment``, ``preset``, ``settings``, ``results``,
+        A dict of plain values with the keys ``experiment``, ``preset``, ``settings``, ``results``,
         ``paper``, ``environment``, ``device``, ``wall_seconds``, ``started``.
     """
     if experiment not in EXPERIMENTS:

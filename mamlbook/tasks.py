@@ -192,7 +192,7 @@ class FewShotClassification:
             generator: the source of randomness (a CPU generator); the global one when None.
 
         Returns:
-            A TaskBatch on the CPU: ``support_x`` ``(T, n_way * k_shot, C, H, W)`` float32,
+            A TaskBatch on the CPU, with ``support_x`` ``(T, n_way * k_shot, C, H, W)`` float32,
             ``support_y`` ``(T, n_way * k_shot)`` int64 labels in 0..n_way-1, and
             ``query_x``, ``query_y`` likewise with ``n_way * n_query`` examples, grouped by
             label (label 0's examples first).

@@ -20,7 +20,7 @@ TaskSampler = Callable[..., TaskBatch]
 
 
 LEARNED_INNER_LR = ("per_parameter", "per_layer_per_step")
-"""The kinds of learned inner rates: Meta-SGD's and MAML++'s."""
+"""The kinds of learned inner rates, Meta-SGD's and MAML++'s."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,11 +18,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(prediction, target) -> scalar``, e.g. ``torch.nn.functional.mse_loss``."""
 
 StepLR = float | Mapping[str, torch.Tensor]
-"""The inner learning rate of one step: one number for every parameter, or a tensor per
+"""The inner learning rate of one step, either one number for every parameter or a tensor per
 adapted parameter (a scalar or the parameter's shape), as learned by Meta-SGD and MAML++."""
 
 InnerLR = StepLR | Sequence[StepLR]
-"""``inner_lr`` of the inner loop: one ``StepLR`` for every step, or a sequence with one per step."""
+"""The ``inner_lr`` of the inner loop, one ``StepLR`` for every step or a sequence with one per step."""
 
 
 class TaskBatch(NamedTuple):

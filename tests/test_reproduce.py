@@ -25,7 +25,7 @@ def test_the_paper_presets_hold_the_papers_settings():
         32,
         0.4,
     )
-    assert (omniglot.n_way, omniglot.k_shot, omniglot.n_query, omniglot.test_steps) == (5, 1, 15, 3)
+    assert (omniglot.n_way, omniglot.k_shot, omniglot.n_query, omniglot.test_steps) == (5, 1, 1, 3)
 
 
 @pytest.fixture
