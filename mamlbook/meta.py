@@ -78,8 +78,7 @@ def maml_loss(
         weight_after = {step + 1: w for step, w in enumerate(check_step_weights(step_weights, steps)) if w}
 
     adapted, support_losses = per_task(params, batch.num_tasks), []
-    meta_loss = 0.0
-    query_is_finite = torch.ones(batch.num_tasks, dtype=torch.bool, device=batch.query_x.device)
+    query_losses, weighted_means = [], []  # (T,) and a scalar for each scored step
     for step in range(steps + 1):
         if step > 0:
             adapted, losses = inner_step(  # (T, ...) each, (T,)
@@ -94,14 +93,20 @@ def maml_loss(
             )
             support_losses.append(losses)
         if step in weight_after:
-            query_losses = task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn)  # (T,)
-            query_is_finite &= torch.isfinite(query_losses)
-            meta_loss = meta_loss + weight_after[step] * query_losses.mean()
-    raise_if_not_finite(
-        torch.stack(support_losses, dim=1) if support_losses else batch.query_x.new_zeros(batch.num_tasks, 0),
-        query_is_finite,
-        inner_lr=inner_lr,
-        final_what="query loss",
-        query_sets=(batch.query_x, batch.query_y),
-    )
+            query_losses.append(task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn))
+            weight, mean = weight_after[step], query_losses[-1].mean()
+            weighted_means.append(mean if weight == 1.0 else weight * mean)
+    meta_loss = weighted_means[0] if len(weighted_means) == 1 else torch.stack(weighted_means).sum()
+    # A non-finite support loss makes every later value non-finite, so one check of the
+    # meta-loss suffices on the common path; the diagnosis runs only when it fails.
+    if not bool(torch.isfinite(meta_loss)):
+        raise_if_not_finite(
+            torch.stack(support_losses, dim=1)
+            if support_losses
+            else batch.query_x.new_zeros(batch.num_tasks, 0),
+            torch.isfinite(torch.stack(query_losses)).all(dim=0),
+            inner_lr=inner_lr,
+            final_what="query loss",
+            query_sets=(batch.query_x, batch.query_y),
+        )
     return meta_loss
