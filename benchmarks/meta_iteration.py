@@ -6,7 +6,8 @@ SGD step with alpha = 0.01, second-order meta-gradient, MSE loss, and an outer A
 step. A meta-iteration is forward, backward and the Adam step; sampling the tasks is
 not timed (one fixed batch is reused). The three methods are
 
-1. ``maml_loss``: ``mamlbook.maml_loss``, vectorised over tasks with ``torch.func.vmap``;
+1. ``maml_loss``: ``mamlbook.maml_loss``, vectorised over tasks (batched tensor operations
+   for known layers, ``torch.func.vmap`` otherwise);
 2. ``loop``: a per-task Python loop with ``torch.autograd.grad(create_graph=True)`` and
    ``torch.func.functional_call``, the usual way MAML is written;
 3. ``plain``: a plain (non-meta) Adam step on the same T x (K + Q) points, flattened,
@@ -55,7 +56,7 @@ GRADIENT_TOLERANCE = 1e-10  # max abs difference allowed between the two meta-gr
 SPEEDUP_TARGET = 5.0  # the target for loop / maml_loss
 METHODS = ("maml_loss", "loop", "plain")
 DESCRIPTIONS = {
-    "maml_loss": "mamlbook.maml_loss (vmap over tasks)",
+    "maml_loss": "mamlbook.maml_loss (batched over tasks)",
     "loop": "per-task loop (autograd.grad)",
     "plain": "plain Adam step (no meta)",
 }
