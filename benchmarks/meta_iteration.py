@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -360,25 +359,6 @@ def results_record(
     }
 
 
-def write_json_atomically(path: Path, record: dict[str, object]) -> None:
-    """Write ``record`` to ``path`` through a temporary file in the same folder.
-
-    A reader sees either the old file or the complete new one, never a partial one.
-    The folder must exist. The temporary file is created like any other (``"x"`` mode), so the result gets
-    the permissions the umask gives.
-    """
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with temporary.open("x") as file:
-            json.dump(record, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -449,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(device)
     print(format_report(settings, env, gradient, times))
     if args.json is not None:
-        write_json_atomically(args.json, results_record(settings, env, gradient, times))
+        text = json.dumps(results_record(settings, env, gradient, times), indent=2) + "\n"
+        mb.checkpoint.write_atomically(args.json, lambda file: file.write(text.encode()))
         print(f"wrote {args.json}")
     return 0
 

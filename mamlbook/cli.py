@@ -10,22 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import uuid
 from pathlib import Path
 
+from .checkpoint import write_atomically
 from .reproduce import EXPERIMENTS, PRESETS, format_record, reproduce
-
-
-def write_json_atomically(path: Path, record: dict[str, object]) -> None:
-    """Write ``record`` to ``path`` through a temporary file, so no half-written file is left."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temporary.write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_record(record))
     if args.out is not None:
-        write_json_atomically(args.out, record)
+        text = json.dumps(record, indent=2) + "\n"
+        write_atomically(args.out, lambda file: file.write(text.encode()))
         print(f"record written to {args.out}")
     return 0
 

@@ -8,7 +8,6 @@ validation and test classes as the paper does.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import http.client
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .checkpoint import write_atomically
 from .validation import check_int
 
 PARTS = ("images_background", "images_evaluation")
@@ -384,24 +384,11 @@ def _write_cache(path: Path, data: Omniglot) -> None:
     blob = {"format": _CACHE_FORMAT, **data._asdict()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, functools.partial(torch.save, blob))
+        write_atomically(path, functools.partial(torch.save, blob))
     except OSError as err:
         warnings.warn(
             f"could not cache Omniglot in {path.parent} ({err}); it will be read again", stacklevel=3
         )
-
-
-def _write_atomically(target: Path, fill: Callable[[BinaryIO], object]) -> None:
-    """Write ``target`` through a temporary file beside it, moved into place once ``fill`` returns."""
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            fill(file)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 def _download_missing(root: Path) -> None:
@@ -411,7 +398,7 @@ def _download_missing(root: Path) -> None:
         if folder.is_dir() or archive.is_file():
             continue
         root.mkdir(parents=True, exist_ok=True)
-        _write_atomically(archive, functools.partial(_fetch, _URLS[part], _MD5S[part], archive))
+        write_atomically(archive, functools.partial(_fetch, _URLS[part], _MD5S[part], archive))
         _extract_atomically(archive, folder)
 
 

@@ -73,8 +73,7 @@ def test_a_failed_save_keeps_the_previous_file_and_leaves_nothing_behind(model, 
     before = (tmp_path / "theta.pt").read_bytes()
 
     def interrupted_save(obj, file, *args, **kwargs):
-        with open(file, "wb") as handle:
-            handle.write(b"half a checkpoint")
+        file.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", interrupted_save)
