@@ -22,13 +22,14 @@ class NonFiniteLossError(ValueError):
     """A loss or adapted parameter became NaN or infinite during adaptation."""
 
 
-def check_inner_lr(inner_lr: object) -> float:
-    """Return ``inner_lr`` as a float; it must be a finite number >= 0."""
+def check_inner_lr(inner_lr: object, name: str = "inner_lr") -> float:
+    """Return ``inner_lr`` as a float; it must be a finite number >= 0. ``name`` is the
+    argument's name in the messages."""
     if isinstance(inner_lr, bool) or not isinstance(inner_lr, numbers.Real):
-        raise TypeError(f"inner_lr must be a real number, got {type(inner_lr).__name__}")
+        raise TypeError(f"{name} must be a real number, got {type(inner_lr).__name__}")
     inner_lr = float(inner_lr)
     if not math.isfinite(inner_lr) or inner_lr < 0:
-        raise ValueError(f"inner_lr must be a finite number >= 0, got {inner_lr}")
+        raise ValueError(f"{name} must be a finite number >= 0, got {inner_lr}")
     return inner_lr
 
 
@@ -202,10 +203,7 @@ def _check_step_lr(
                 f"{label} must be a number, a mapping from parameter names to tensors, or a list "
                 f"of those per step, got {type(rate).__name__}"
             )
-        rate = float(rate)
-        if not math.isfinite(rate) or rate < 0:
-            raise ValueError(f"{label} must be a finite number >= 0, got {rate}")
-        return rate
+        return check_inner_lr(rate, label)
     missing = [name for name in adapted_names if name not in rate]
     extra = [name for name in rate if name not in adapted_names]
     if missing or extra:
