@@ -151,29 +151,30 @@ def multi_step_weights(steps: int, iteration: int, anneal_iterations: int) -> li
 
 def learned_inner_rates(
     params: Mapping[str, torch.Tensor], config: MetaTrainConfig
-) -> tuple[dict[str, torch.Tensor], Callable[[], InnerLR]]:
+) -> tuple[dict[str, torch.Tensor], Callable[[Mapping[str, torch.Tensor]], InnerLR]]:
     """The trainable inner rates that ``config.learned_inner_lr`` asks for.
 
     Returns:
         The leaf tensors to optimise (empty for a fixed alpha), each starting at
         ``config.inner_lr``: ``(*param.shape)`` per adapted parameter for Meta-SGD,
-        ``(inner_steps,)`` for MAML++; and a function giving the current ``inner_lr``
-        in the form ``maml_loss`` takes.
+        ``(inner_steps,)`` for MAML++; and ``as_inner_lr(rates)``, which puts such
+        tensors (these, or detached copies) in the ``inner_lr`` form that ``maml_loss``
+        takes.
     """
     adapted_names = check_adapt_only(params, config.adapt_only) or tuple(params)
     if config.learned_inner_lr is None:
-        return {}, lambda: config.inner_lr
+        return {}, lambda rates: config.inner_lr
     if config.learned_inner_lr == "per_parameter":
         rates = {
             name: torch.full_like(params[name], config.inner_lr, requires_grad=True) for name in adapted_names
         }
-        return rates, lambda: rates
+        return rates, dict
     device = next(iter(params.values())).device
     rates = {
         name: torch.full((config.inner_steps,), config.inner_lr, device=device, requires_grad=True)
         for name in adapted_names
     }
-    return rates, lambda: [
+    return rates, lambda rates: [
         {name: rate[step] for name, rate in rates.items()} for step in range(config.inner_steps)
     ]
 
@@ -212,7 +213,7 @@ def meta_train(
     device = resolve_device(device)
     model.to(device)
     params = dict(model.named_parameters())
-    rates, current_inner_lr = learned_inner_rates(params, config)
+    rates, as_inner_lr = learned_inner_rates(params, config)
     optimizer = torch.optim.Adam([*params.values(), *rates.values()], lr=config.outer_lr)
 
     def adam_step(batch: TaskBatch, iteration: int) -> torch.Tensor:
@@ -226,7 +227,7 @@ def meta_train(
             params,
             batch,
             loss_fn=loss_fn,
-            inner_lr=current_inner_lr(),
+            inner_lr=as_inner_lr(rates),
             steps=config.inner_steps,
             first_order=config.first_order or iteration < config.first_order_iterations,
             adapt_only=config.adapt_only,
@@ -247,15 +248,8 @@ def meta_train(
         progress=progress,
         description="meta-training",
     )
-    with torch.no_grad():
-        inner_lr = current_inner_lr()
-        if rates:
-            inner_lr = (
-                {name: rate.detach().clone() for name, rate in inner_lr.items()}
-                if isinstance(inner_lr, Mapping)
-                else [{name: rate.detach().clone() for name, rate in step.items()} for step in inner_lr]
-            )
-    return history._replace(inner_lr=inner_lr)
+    learned = {name: rate.detach().clone() for name, rate in rates.items()}
+    return history._replace(inner_lr=as_inner_lr(learned))
 
 
 def outer_loop(
