@@ -121,9 +121,14 @@ class _Conv2d:
     def __call__(self, hidden: _Hidden, params: Mapping[str, torch.Tensor]) -> _Hidden:
         weight = params[self.weight]  # (T, out, C, kh, kw)
         bias = None if self.bias is None else params[self.bias].reshape(-1)  # (T*out,)
+        x = _grouped(hidden)  # (K, T*C, H, W)
+        filters = weight.reshape(-1, *weight.shape[2:])  # (T*out, C, kh, kw)
+        if x.device.type == "cpu":  # oneDNN's grouped convolutions run faster channels-last
+            x = x.contiguous(memory_format=torch.channels_last)
+            filters = filters.contiguous(memory_format=torch.channels_last)
         out = F.conv2d(
-            _grouped(hidden),  # (K, T*C, H, W)
-            weight.reshape(-1, *weight.shape[2:]),  # (T*out, C, kh, kw)
+            x,
+            filters,
             bias,
             self.stride,
             self.padding,
@@ -369,6 +374,23 @@ def batched_forward(
     return _tasks_first(hidden)
 
 
+CPU_CHUNK_ELEMENTS = 2**18
+"""On the CPU, tasks run in chunks whose inputs hold at most about this many elements.
+
+A chunk's activations then stay in the processor's caches. For the Omniglot ``Conv4``
+meta-iteration (32 tasks of 75 query images) chunks of 4 tasks ran about 2x faster
+than all 32 at once on a 2-core CPU; the sinusoid MLP's inputs (250 numbers) are one
+chunk. On a GPU all tasks run at once."""
+
+
+def tasks_per_chunk(x: torch.Tensor) -> int:
+    """How many tasks of the ``(T, K, ...)`` inputs ``x`` run together (see ``CPU_CHUNK_ELEMENTS``)."""
+    num_tasks = x.shape[0]
+    if x.device.type != "cpu" or num_tasks == 0:
+        return num_tasks
+    return max(1, min(num_tasks, CPU_CHUNK_ELEMENTS // max(1, x[0].numel())))
+
+
 def batched_task_losses(
     model: nn.Module,
     params_per_task: Mapping[str, torch.Tensor],
@@ -381,6 +403,7 @@ def batched_task_losses(
     The result equals ``mamlbook.inner.task_losses``. ``torch.nn.functional.mse_loss``
     on outputs and targets of one shape and dtype is computed directly, as the mean
     squared error of each task; any other ``loss_fn`` is vmapped over the tasks' outputs.
+    On the CPU, large inputs run in chunks of tasks (``tasks_per_chunk``).
 
     Args:
         params_per_task: tensors ``(T, ...)``, task t's parameters at index t.
@@ -389,6 +412,28 @@ def batched_task_losses(
     Returns:
         ``(T,)`` losses, or None where ``batched_forward`` is None.
     """
+    chunk = tasks_per_chunk(x)
+    if chunk == x.shape[0]:
+        return _chunk_losses(model, params_per_task, x, y, loss_fn)
+    losses = []
+    for start in range(0, x.shape[0], chunk):
+        part = slice(start, start + chunk)
+        chunk_params = {name: tensor[part] for name, tensor in params_per_task.items()}
+        chunk_losses = _chunk_losses(model, chunk_params, x[part], y[part], loss_fn)
+        if chunk_losses is None:
+            return None
+        losses.append(chunk_losses)
+    return torch.cat(losses)
+
+
+def _chunk_losses(
+    model: nn.Module,
+    params_per_task: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+) -> torch.Tensor | None:
+    """``batched_task_losses`` of all the tasks given, at once."""
     outputs = batched_forward(model, params_per_task, x)  # (T, K, ...)
     if outputs is None:
         return None

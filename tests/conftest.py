@@ -66,11 +66,14 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(params=["batched", "vmap"])
+@pytest.fixture(params=["batched", "chunked", "vmap"])
 def forward_path(request, monkeypatch) -> str:
     """Run a test on each path of ``mamlbook.inner.task_losses``: the batched fast path for
-    known layers (``mamlbook.batched``) and the general ``vmap`` path, forced by making the
-    fast path decline every model."""
+    known layers (``mamlbook.batched``) with all tasks at once, the same in chunks of one
+    task (as large inputs run on the CPU), and the general ``vmap`` path, forced by making
+    the fast path decline every model."""
+    if request.param == "chunked":
+        monkeypatch.setattr(mb.batched, "CPU_CHUNK_ELEMENTS", 1)
     if request.param == "vmap":
         monkeypatch.setattr(mb.inner, "batched_task_losses", lambda *args, **kwargs: None)
     return request.param

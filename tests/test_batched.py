@@ -144,13 +144,30 @@ def assert_meta_gradients_agree(model, theta, batch, loss_fn):
         assert (got - want).abs().max() < TOLERANCE
 
 
-def test_mlp_meta_gradient_matches_vmap(make_model, theta, sine_batch):
+def test_tasks_per_chunk_bounds_a_chunk_on_the_cpu_only():
+    budget = mb.batched.CPU_CHUNK_ELEMENTS
+    assert mb.batched.tasks_per_chunk(torch.zeros(25, 10, 1)) == 25  # the sinusoid: one chunk
+    assert mb.batched.tasks_per_chunk(torch.zeros(32, 1, budget // 4)) == 4
+    assert mb.batched.tasks_per_chunk(torch.zeros(3, 1, 2 * budget)) == 1  # at least one task
+    assert mb.batched.tasks_per_chunk(torch.zeros(0, 1, budget)) == 0
+    assert mb.batched.tasks_per_chunk(torch.zeros(32, 1, budget // 4, device="meta")) == 32
+
+
+@pytest.fixture(params=[None, 1, 2], ids=["one_chunk", "chunks_of_1", "chunks_of_2"])
+def tasks_in_chunks(request, monkeypatch) -> int | None:
+    """Run the batched path with all tasks at once, or in chunks of 1 or 2 tasks."""
+    if request.param is not None:
+        monkeypatch.setattr(mb.batched, "tasks_per_chunk", lambda x: request.param)
+    return request.param
+
+
+def test_mlp_meta_gradient_matches_vmap(make_model, theta, sine_batch, tasks_in_chunks):
     model = make_model(lambda: mb.models.MLP(1, (16, 16)))
     assert_meta_gradients_agree(model, theta(model), sine_batch(num_tasks=3), F.mse_loss)
 
 
 @pytest.mark.parametrize(("stride_conv", "image_size"), [(True, 9), (False, 16)])
-def test_conv4_meta_gradient_matches_vmap(make_model, theta, stride_conv, image_size):
+def test_conv4_meta_gradient_matches_vmap(make_model, theta, stride_conv, image_size, tasks_in_chunks):
     model = make_model(lambda: mb.models.Conv4(1, 3, 3, image_size, stride_conv=stride_conv))
     labels = torch.arange(3).repeat(2, 2)  # (T, K) = (2, 6): two of each class
     batch = mb.TaskBatch(
