@@ -13,13 +13,19 @@ Examples, from the repository root::
     python scripts/run_notebooks.py --device cuda -p iterations 70000 book/quickstart.ipynb
 
 The executed copies are written to ``_build/executed/`` (``--output-dir``); the
-committed notebooks are rewritten only with ``--inplace``. The exit status is 1 when
+committed notebooks are rewritten only with ``--inplace``. ``--times FILE`` also writes
+each notebook's wall time, with the parameters, versions and machine, as JSON (the book's
+appendix shows ``benchmarks/results/chapter_times_cpu.json``). The exit status is 1 when
 any notebook fails, and 2 when the arguments are wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +35,8 @@ import nbformat
 import papermill
 import yaml
 from papermill.translators import PythonTranslator
+
+from mamlbook.checkpoint import write_atomically
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 BOOK = REPOSITORY / "book"
@@ -201,7 +209,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     where.add_argument(
         "--inplace", action="store_true", help="overwrite the notebooks themselves with the executed ones"
     )
+    parser.add_argument(
+        "--times", type=Path, metavar="FILE", help="also write each notebook's wall time here, as JSON"
+    )
     return parser.parse_args(argv)
+
+
+def times_record(seconds: dict[str, float], parameters: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What ``--times`` writes: each notebook's wall time and parameters, versions and machine."""
+    import torch
+
+    import mamlbook
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "mamlbook_version": mamlbook.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "notebooks": {
+            key: {"seconds": round(seconds[key], 1), "parameters": parameters[key]} for key in seconds
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +268,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    if args.times is not None:  # fail before the runs, not after them
+        try:
+            args.times.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            print(f"error: --times {args.times}: cannot create its folder ({error})", file=sys.stderr)
+            return 2
+
     failed = []
+    seconds: dict[str, float] = {}
     for notebook, parameters in plans:
         output = output_path(notebook, output_dir)
         shown = ", ".join(f"{name}={value!r}" for name, value in parameters.items()) or "defaults"
@@ -250,7 +288,13 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(notebook)
             print(f"FAILED {notebook} after {time.perf_counter() - start:.1f} s:\n{error}", file=sys.stderr)
         else:
-            print(f"ok     {notebook} in {time.perf_counter() - start:.1f} s", flush=True)
+            seconds[notebook_key(notebook)] = time.perf_counter() - start
+            print(f"ok     {notebook} in {seconds[notebook_key(notebook)]:.1f} s", flush=True)
+    if args.times is not None:
+        record = times_record(seconds, {notebook_key(notebook): parameters for notebook, parameters in plans})
+        text = json.dumps(record, indent=2) + "\n"
+        write_atomically(args.times, lambda file: file.write(text.encode()))
+        print(f"wrote {args.times}")
     if failed:
         print(
             f"{len(failed)} of {len(plans)} notebooks failed: {', '.join(map(str, failed))}", file=sys.stderr

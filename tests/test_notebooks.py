@@ -8,6 +8,7 @@ the cells marked ``# NBVAL_CHECK_OUTPUT``; the tests here are the cheap checks.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -113,10 +114,16 @@ def test_notebook_runs_with_smoke_parameters(path: Path, tmp_path: Path):
         "cpu",
         "--output-dir",
         str(tmp_path),
+        "--times",
+        str(tmp_path / "times.json"),
         str(path),
     ]
     result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    timed = json.loads((tmp_path / "times.json").read_text(encoding="utf-8"))["notebooks"]
+    assert list(timed) == [notebook_id(path)]
+    assert timed[notebook_id(path)]["seconds"] > 0
+    assert timed[notebook_id(path)]["parameters"]["device"] == "cpu"
     executed = read(tmp_path / notebook_id(path))
     assert count_images(executed) == count_images(read(path)), (
         "the smoke run drew a different number of figures than the committed notebook holds; "
