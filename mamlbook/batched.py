@@ -121,14 +121,9 @@ class _Conv2d:
     def __call__(self, hidden: _Hidden, params: Mapping[str, torch.Tensor]) -> _Hidden:
         weight = params[self.weight]  # (T, out, C, kh, kw)
         bias = None if self.bias is None else params[self.bias].reshape(-1)  # (T*out,)
-        x = _grouped(hidden)  # (K, T*C, H, W)
-        filters = weight.reshape(-1, *weight.shape[2:])  # (T*out, C, kh, kw)
-        if x.device.type == "cpu":  # oneDNN's grouped convolutions run faster channels-last
-            x = x.contiguous(memory_format=torch.channels_last)
-            filters = filters.contiguous(memory_format=torch.channels_last)
         out = F.conv2d(
-            x,
-            filters,
+            _grouped(hidden),  # (K, T*C, H, W)
+            weight.reshape(-1, *weight.shape[2:]),  # (T*out, C, kh, kw)
             bias,
             self.stride,
             self.padding,
