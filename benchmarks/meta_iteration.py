@@ -1,26 +1,33 @@
-"""Time one second-order MAML meta-iteration three ways, in one run.
+"""Time one second-order MAML meta-iteration several ways, in one run, and measure its memory.
 
-The setting is the paper's sinusoid regression (Finn et al., 2017, section 5.1): the
-MLP 1-40-40-1, T = 25 tasks, K = 10 support and 10 query points per task, one inner
-SGD step with alpha = 0.01, second-order meta-gradient, MSE loss, and an outer Adam
-step. A meta-iteration is forward, backward and the Adam step; sampling the tasks is
-not timed (one fixed batch is reused). The three methods are
+Two settings of the paper (Finn et al., 2017): ``sinusoid`` (section 5.1: the MLP
+1-40-40-1, K = 10 support and 10 query points per task, alpha = 0.01, MSE, 25 tasks) and
+``omniglot`` (section 5.2: ``Conv4`` with 64 filters, 5-way 1-shot with 15 queries per
+class, alpha = 0.4, cross-entropy, 32 tasks). A meta-iteration is forward, backward and
+an outer Adam step (beta = 1e-3); sampling the tasks is not timed (one fixed batch is
+reused). The methods are
 
 1. ``maml_loss``: ``mamlbook.maml_loss``, vectorised over tasks (batched tensor operations
    for known layers, ``torch.func.vmap`` otherwise);
 2. ``loop``: a per-task Python loop with ``torch.autograd.grad(create_graph=True)`` and
    ``torch.func.functional_call``, the usual way MAML is written;
-3. ``plain``: a plain (non-meta) Adam step on the same T x (K + Q) points, flattened,
-   with the same network: the floor a meta-iteration is compared with.
+3. ``plain``: a plain (non-meta) Adam step on all the batch's examples, flattened, with
+   the same network: the floor a meta-iteration is compared with;
+4. with ``--peers``, each of higher, torchopt and learn2learn that imports (they live in a
+   separate environment made by ``benchmarks/setup_peers.sh``; see ``benchmarks/peers.py``).
 
-Before timing, the meta-gradients of 1 and 2 are compared in float64 on a copy of the
-model; the script exits with an error if they differ by more than 1e-10. The methods
-are then interleaved in rounds (the order rotated each round) so that the noise of a
-shared machine falls on all three alike. Nothing here asserts on a time.
+Before timing, every method's meta-gradient is compared with the loop's in float64 on a
+copy of the model (for ``omniglot``, on the first 4 tasks); the script exits with an
+error if one differs by more than 1e-10. The methods are then interleaved in rounds (the
+order rotated each round) so that the noise of a shared machine falls on all alike. With
+``--memory``, the bytes autograd holds for the backward pass at the peak of one
+meta-iteration are counted for each method (``mamlbook.profiling.peak_saved_bytes``; on
+CUDA also the allocator's peak). Nothing here asserts on a time.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/meta_iteration.py --json benchmarks/results/meta_iteration_cpu.json
+    .venv/bin/python benchmarks/meta_iteration.py --setting omniglot --memory
+    benchmarks/.venv-peers/bin/python benchmarks/meta_iteration.py --peers --json results/peers.json
 """
 
 from __future__ import annotations
@@ -47,20 +54,100 @@ from torch.func import functional_call
 
 import mamlbook as mb
 
-INNER_LR = 0.01  # alpha, the paper's
 OUTER_LR = 1e-3  # beta, the paper's (Adam)
-NUM_SUPPORT = 10  # K
-NUM_QUERY = 10
-GRADIENT_TOLERANCE = 1e-10  # max abs difference allowed between the two meta-gradients (float64)
-SPEEDUP_TARGET = 5.0  # the issue's target for loop / maml_loss
-METHODS = ("maml_loss", "loop", "plain")
+GRADIENT_TOLERANCE = 1e-10  # max abs difference allowed between two meta-gradients (float64)
+BASE_METHODS = ("maml_loss", "loop", "plain")
 DESCRIPTIONS = {
     "maml_loss": "mamlbook.maml_loss (batched over tasks)",
     "loop": "per-task loop (autograd.grad)",
     "plain": "plain Adam step (no meta)",
+    "higher": "higher, innerloop_ctx per task",
+    "torchopt": "torchopt, per task",
+    "learn2learn": "learn2learn, MAML clone/adapt per task",
 }
 
 StepFn = Callable[[], None]
+MetaLoss = Callable[[nn.Module, mb.Params, mb.TaskBatch], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One of the paper's settings, as the benchmark runs it.
+
+    Attributes:
+        name: ``"sinusoid"`` or ``"omniglot"``.
+        description: the model, the task sizes, alpha and the loss, in words.
+        make_model: builds the network (seeded by the caller).
+        sample: ``(num_tasks, generator) -> TaskBatch``.
+        loss_fn: the per-task loss.
+        inner_lr: alpha.
+        default_meta_batch_size: the paper's tasks per meta-iteration.
+        check_tasks: how many of the batch's tasks the float64 gradient check uses (None: all).
+        speedup_target: the target for (fastest peer) / maml_loss in this setting, with its
+            default tasks and one inner step.
+        default_repeats: timed rounds unless ``--repeats`` is given.
+        default_warmup: untimed rounds unless ``--warmup`` is given.
+    """
+
+    name: str
+    description: str
+    make_model: Callable[[], nn.Module]
+    sample: Callable[[int, torch.Generator], mb.TaskBatch]
+    loss_fn: mb.LossFn
+    inner_lr: float
+    default_meta_batch_size: int
+    check_tasks: int | None
+    speedup_target: float
+    default_repeats: int
+    default_warmup: int
+
+
+OMNIGLOT_WAYS, OMNIGLOT_SHOTS, OMNIGLOT_QUERIES = 5, 1, 15
+
+
+def _sample_sinusoid(num_tasks: int, generator: torch.Generator) -> mb.TaskBatch:
+    return mb.tasks.Sinusoid().sample(num_tasks, 10, 10, generator=generator)
+
+
+def _sample_omniglot_shaped(num_tasks: int, generator: torch.Generator) -> mb.TaskBatch:
+    """Episodes of random binary 28x28 images (100 classes of 20): the cost does not depend on the pixels."""
+    images = (torch.rand(100 * 20, 28, 28, generator=generator) < 0.2).to(torch.uint8) * 255
+    labels = torch.arange(100).repeat_interleave(20)
+    sampler = mb.tasks.FewShotClassification(images, labels, OMNIGLOT_WAYS, OMNIGLOT_SHOTS, OMNIGLOT_QUERIES)
+    return sampler.sample(num_tasks, generator=generator)
+
+
+PROBLEMS = {
+    "sinusoid": Problem(
+        name="sinusoid",
+        description="sinusoid, MLP 1-40-40-1, K=10 support + 10 query, alpha=0.01, MSE",
+        make_model=lambda: mb.models.MLP(1),
+        sample=_sample_sinusoid,
+        loss_fn=F.mse_loss,
+        inner_lr=0.01,
+        default_meta_batch_size=25,
+        check_tasks=None,
+        speedup_target=10.0,
+        default_repeats=500,
+        default_warmup=20,
+    ),
+    "omniglot": Problem(
+        name="omniglot",
+        description=(
+            f"Omniglot-shaped, Conv4 (64 filters, 28x28), {OMNIGLOT_WAYS}-way {OMNIGLOT_SHOTS}-shot, "
+            f"{OMNIGLOT_QUERIES} queries per class, alpha=0.4, cross-entropy"
+        ),
+        make_model=lambda: mb.models.Conv4(1, OMNIGLOT_WAYS),
+        sample=_sample_omniglot_shaped,
+        loss_fn=F.cross_entropy,
+        inner_lr=0.4,
+        default_meta_batch_size=32,
+        check_tasks=4,
+        speedup_target=1.5,
+        default_repeats=10,
+        default_warmup=2,
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,24 +155,34 @@ class Settings:
     """What one run of the benchmark measures.
 
     Attributes:
+        problem: a key of ``PROBLEMS``.
         meta_batch_size: T, tasks per meta-iteration.
         inner_steps: inner SGD steps per task.
         warmup: untimed rounds before timing.
         repeats: timed rounds; each round runs every method once.
         device: the device the methods run on, e.g. ``"cpu"`` or ``"cuda"``.
         seed: seeds the network's initialisation and the task sampler.
+        methods: the methods run, in order.
     """
 
+    problem: str
     meta_batch_size: int
     inner_steps: int
     warmup: int
     repeats: int
     device: str
     seed: int
+    methods: tuple[str, ...]
 
 
 def loop_meta_loss(
-    model: nn.Module, params: mb.Params, batch: mb.TaskBatch, *, inner_lr: float, steps: int
+    model: nn.Module,
+    params: mb.Params,
+    batch: mb.TaskBatch,
+    *,
+    loss_fn: mb.LossFn,
+    inner_lr: float,
+    steps: int,
 ) -> torch.Tensor:
     """The MAML meta-loss computed task by task, as most implementations do.
 
@@ -95,70 +192,106 @@ def loop_meta_loss(
     Args:
         model: the network, run through ``functional_call``.
         params: theta, keyed like ``model.named_parameters()``.
-        batch: T tasks; support ``(T, K, 1)``, query ``(T, Q, 1)``.
+        batch: T tasks; support ``(T, K, ...)``, query ``(T, Q, ...)``.
+        loss_fn: the per-task loss.
         inner_lr: alpha.
         steps: inner SGD steps per task.
 
     Returns:
-        The mean over tasks of the query MSE of the adapted parameters phi_t.
+        The mean over tasks of the query loss of the adapted parameters phi_t.
     """
     query_losses = []
-    for support_x, support_y, query_x, query_y in zip(*batch, strict=True):  # one task: (K, 1), (Q, 1)
+    for support_x, support_y, query_x, query_y in zip(*batch, strict=True):  # one task
         adapted = params
         for _ in range(steps):
-            support_loss = F.mse_loss(functional_call(model, adapted, (support_x,)), support_y)
+            support_loss = loss_fn(functional_call(model, adapted, (support_x,)), support_y)
             grads = torch.autograd.grad(support_loss, list(adapted.values()), create_graph=True)
             adapted = {name: p - inner_lr * g for (name, p), g in zip(adapted.items(), grads, strict=True)}
-        query_losses.append(F.mse_loss(functional_call(model, adapted, (query_x,)), query_y))
+        query_losses.append(loss_fn(functional_call(model, adapted, (query_x,)), query_y))
     return torch.stack(query_losses).mean()
 
 
-def package_meta_loss(
-    model: nn.Module, params: mb.Params, batch: mb.TaskBatch, *, steps: int
-) -> torch.Tensor:
-    """``mamlbook.maml_loss`` with the benchmark's settings (second order, MSE)."""
-    return mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=INNER_LR, steps=steps)
+def meta_losses(problem: Problem, methods: tuple[str, ...], *, steps: int) -> dict[str, MetaLoss]:
+    """The meta-loss of each method except ``plain``: ``(model, theta, batch) -> loss``.
+
+    A peer's loss is built for the model it is first called with (the libraries wrap a
+    module) and must be called with that model only.
+    """
+    common = {"loss_fn": problem.loss_fn, "inner_lr": problem.inner_lr, "steps": steps}
+    losses: dict[str, MetaLoss] = {
+        "maml_loss": lambda model, params, batch: mb.maml_loss(model, params, batch, **common),
+        "loop": lambda model, params, batch: loop_meta_loss(model, params, batch, **common),
+    }
+    for name in methods:
+        if name not in BASE_METHODS:
+            losses[name] = _peer_loss(name, common)
+    return {name: losses[name] for name in methods if name != "plain"}
 
 
-def meta_gradient_difference(model: nn.Module, batch: mb.TaskBatch, *, steps: int) -> tuple[float, float]:
-    """Compare the meta-gradients of ``maml_loss`` and of the per-task loop in float64.
+def _peer_loss(name: str, common: dict[str, object]) -> MetaLoss:
+    import peers
 
-    Works on a float64 copy of ``model``; ``model`` itself is left untouched.
+    built: dict[int, Callable[[mb.TaskBatch], torch.Tensor]] = {}
+
+    def loss(model: nn.Module, params: mb.Params, batch: mb.TaskBatch) -> torch.Tensor:
+        if id(model) not in built:
+            built[id(model)] = peers.make_peer_meta_loss(name, model, **common)
+        return built[id(model)](batch)
+
+    return loss
+
+
+def meta_gradient_differences(
+    problem: Problem, model: nn.Module, batch: mb.TaskBatch, losses: dict[str, MetaLoss]
+) -> tuple[dict[str, float], float]:
+    """Each method's meta-gradient against the loop's, in float64, on copies of ``model``.
 
     Returns:
-        The max abs difference between the two meta-gradients, and the max abs entry
-        of the ``maml_loss`` one (for scale).
+        Method -> max abs difference from the loop's meta-gradient (the loop's own is 0),
+        and the loop's max abs entry, for scale.
     """
-    model64 = copy.deepcopy(model).double()
-    batch64 = mb.TaskBatch(*(tensor.double() for tensor in batch))
-    params = dict(model64.named_parameters())
-    vectorised = torch.autograd.grad(
-        package_meta_loss(model64, params, batch64, steps=steps), list(params.values())
-    )
-    looped = torch.autograd.grad(
-        loop_meta_loss(model64, params, batch64, inner_lr=INNER_LR, steps=steps), list(params.values())
-    )
-    difference = max((a - b).abs().max().item() for a, b in zip(vectorised, looped, strict=True))
-    scale = max(grad.abs().max().item() for grad in vectorised)
-    return difference, scale
+    tasks = slice(None, problem.check_tasks)
+    batch64 = mb.TaskBatch(*(tensor[tasks] for tensor in batch))
+    batch64 = mb.TaskBatch(*(t.double() if t.is_floating_point() else t for t in batch64))
+    gradients = {}
+    for name, loss in losses.items():
+        model64 = copy.deepcopy(model).double()
+        params = dict(model64.named_parameters())
+        gradients[name] = torch.autograd.grad(loss(model64, params, batch64), list(params.values()))
+    reference = gradients["loop"]
+    differences = {
+        name: max((a - b).abs().max().item() for a, b in zip(grads, reference, strict=True))
+        for name, grads in gradients.items()
+    }
+    return differences, max(grad.abs().max().item() for grad in reference)
 
 
-def make_steps(model: nn.Module, batch: mb.TaskBatch, *, steps: int) -> dict[str, StepFn]:
+def plain_loss(problem: Problem, batch: mb.TaskBatch) -> Callable[[nn.Module], torch.Tensor]:
+    """The loss of a plain step: the batch's support and query examples as one flat set."""
+    x = torch.cat([batch.support_x, batch.query_x], dim=1).flatten(0, 1)  # (T * (K + Q), ...)
+    y = torch.cat([batch.support_y, batch.query_y], dim=1).flatten(0, 1)
+    return lambda net: problem.loss_fn(net(x), y)
+
+
+def make_steps(
+    problem: Problem,
+    model: nn.Module,
+    batch: mb.TaskBatch,
+    losses: dict[str, MetaLoss],
+    methods: tuple[str, ...],
+) -> dict[str, StepFn]:
     """One training-step function per method, each on its own copy of ``model``.
 
     The copies start from the same weights and each has its own Adam optimiser, so
     the methods do not share state; every call is one full iteration (forward,
     backward, Adam step) on ``batch``.
     """
-    # The plain step sees the same T * (K + Q) points as one flat regression set.
-    plain_x = torch.cat([batch.support_x, batch.query_x], dim=1).flatten(0, 1)  # (T * (K + Q), 1)
-    plain_y = torch.cat([batch.support_y, batch.query_y], dim=1).flatten(0, 1)  # (T * (K + Q), 1)
-    losses: dict[str, Callable[[nn.Module, mb.Params], torch.Tensor]] = {
-        "maml_loss": lambda net, params: package_meta_loss(net, params, batch, steps=steps),
-        "loop": lambda net, params: loop_meta_loss(net, params, batch, inner_lr=INNER_LR, steps=steps),
-        "plain": lambda net, params: F.mse_loss(net(plain_x), plain_y),
+    flat = plain_loss(problem, batch)
+    loss_of = {
+        name: (lambda net, params, loss=loss: loss(net, params, batch)) for name, loss in losses.items()
     }
-    return {method: _training_step(copy.deepcopy(model), losses[method]) for method in METHODS}
+    loss_of["plain"] = lambda net, params: flat(net)
+    return {method: _training_step(copy.deepcopy(model), loss_of[method]) for method in methods}
 
 
 def _training_step(net: nn.Module, loss_of: Callable[[nn.Module, mb.Params], torch.Tensor]) -> StepFn:
@@ -171,6 +304,17 @@ def _training_step(net: nn.Module, loss_of: Callable[[nn.Module, mb.Params], tor
         optimizer.step()
 
     return step
+
+
+def peak_memory(step_fns: dict[str, StepFn], device: str) -> dict[str, dict[str, int]]:
+    """Each method's peak bytes held for backward in one iteration (and on CUDA the allocator's peak)."""
+    memory = {}
+    for name, step in step_fns.items():
+        gc.collect()
+        memory[name] = {"saved_bytes": mb.profiling.peak_saved_bytes(step)}
+        if device.startswith("cuda"):
+            memory[name]["cuda_bytes"] = mb.profiling.peak_cuda_bytes(step, device)
+    return memory
 
 
 def time_interleaved(
@@ -213,11 +357,12 @@ def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     }
 
 
-def ratios(times: dict[str, list[float]]) -> dict[str, float]:
-    """loop / maml_loss and maml_loss / plain, as ratios of medians and as per-round medians.
+def ratios(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Every other method's time over ``maml_loss``'s, as a ratio of medians and a per-round median.
 
-    The per-round ratio compares methods timed a few milliseconds apart, so a slow
-    stretch of the machine cancels out of it.
+    The per-round ratio compares methods timed moments apart, so a slow stretch of the
+    machine cancels out of it. ``plain`` is reported the other way round, as
+    ``maml_loss`` / ``plain``: how far a meta-iteration is from a plain step.
     """
     medians = {name: statistics.median(ms) for name, ms in times.items()}
 
@@ -225,12 +370,16 @@ def ratios(times: dict[str, list[float]]) -> dict[str, float]:
         pairs = zip(times[numerator], times[denominator], strict=True)
         return statistics.median(a / b for a, b in pairs)
 
-    return {
-        "loop_over_maml_loss": medians["loop"] / medians["maml_loss"],
-        "maml_loss_over_plain": medians["maml_loss"] / medians["plain"],
-        "loop_over_maml_loss_per_round": per_round("loop", "maml_loss"),
-        "maml_loss_over_plain_per_round": per_round("maml_loss", "plain"),
-    }
+    result = {}
+    for name in times:
+        if name == "maml_loss":
+            continue
+        numerator, denominator = ("maml_loss", name) if name == "plain" else (name, "maml_loss")
+        result[f"{numerator}_over_{denominator}"] = {
+            "medians": medians[numerator] / medians[denominator],
+            "per_round": per_round(numerator, denominator),
+        }
+    return result
 
 
 def device_name(device: str) -> str:
@@ -283,44 +432,73 @@ def environment(device: str) -> dict[str, object]:
 
 
 def format_report(
-    settings: Settings, env: dict[str, object], gradient: tuple[float, float], times: dict[str, list[float]]
+    settings: Settings,
+    env: dict[str, object],
+    gradient: tuple[dict[str, float], float],
+    times: dict[str, list[float]],
+    memory: dict[str, dict[str, int]] | None,
 ) -> str:
-    """The table printed at the end of a run."""
+    """The tables printed at the end of a run."""
+    problem = PROBLEMS[settings.problem]
     stats, ratio = summarise(times), ratios(times)
-    met = "met" if ratio["loop_over_maml_loss"] >= SPEEDUP_TARGET else "not met"
+    memory_header = f"{'saved MiB':>11}" if memory else ""
     lines = [
         *_header(settings, env, gradient),
         "",
-        f"{'method':<40}{'median ms':>11}{'min ms':>10}{'max ms':>10}",
+        f"{'method':<42}{'median ms':>11}{'min ms':>10}{'max ms':>10}{'/ maml_loss':>13}{memory_header}",
     ]
-    for name in METHODS:
+    for name in settings.methods:
         s = stats[name]
-        lines.append(
-            f"{DESCRIPTIONS[name]:<40}{s['median_ms']:>11.2f}{s['min_ms']:>10.2f}{s['max_ms']:>10.2f}"
+        relative = 1.0 if name == "maml_loss" else stats[name]["median_ms"] / stats["maml_loss"]["median_ms"]
+        row = (
+            f"{DESCRIPTIONS[name]:<42}{s['median_ms']:>11.2f}{s['min_ms']:>10.2f}{s['max_ms']:>10.2f}"
+            f"{relative:>12.2f}x"
         )
-    lines += [
-        "",
-        f"loop / maml_loss:  {ratio['loop_over_maml_loss']:5.2f}x medians, "
-        f"{ratio['loop_over_maml_loss_per_round']:5.2f}x per-round median "
-        f"(target >= {SPEEDUP_TARGET:g}x: {met})",
-        f"maml_loss / plain: {ratio['maml_loss_over_plain']:5.2f}x medians, "
-        f"{ratio['maml_loss_over_plain_per_round']:5.2f}x per-round median",
-    ]
+        if memory:
+            row += f"{memory[name]['saved_bytes'] / 2**20:>11.2f}"
+        lines.append(row)
+    lines.append("")
+    for key, value in ratio.items():
+        numerator, denominator = key.split("_over_")
+        lines.append(
+            f"{numerator} / {denominator}: {value['medians']:6.2f}x medians, "
+            f"{value['per_round']:6.2f}x per-round median"
+        )
+    peers = [name for name in settings.methods if name not in BASE_METHODS]
+    if peers:
+        fastest = min(peers, key=lambda name: stats[name]["median_ms"])
+        speedup = stats[fastest]["median_ms"] / stats["maml_loss"]["median_ms"]
+        line = f"fastest peer ({fastest}) / maml_loss: {speedup:.2f}x"
+        if settings.meta_batch_size == problem.default_meta_batch_size and settings.inner_steps == 1:
+            met = "met" if speedup >= problem.speedup_target else "not met"
+            line += f" (issue 5's target in the paper's setting: >= {problem.speedup_target:g}x, {met})"
+        lines.append(line)
+    if memory and any("cuda_bytes" in entry for entry in memory.values()):
+        lines.append(
+            "CUDA allocator peak MiB: "
+            + ", ".join(f"{name} {entry['cuda_bytes'] / 2**20:.1f}" for name, entry in memory.items())
+        )
     return "\n".join(lines)
 
 
-def _header(settings: Settings, env: dict[str, object], gradient: tuple[float, float]) -> list[str]:
+def _header(
+    settings: Settings, env: dict[str, object], gradient: tuple[dict[str, float], float]
+) -> list[str]:
+    problem = PROBLEMS[settings.problem]
     inner = f"{settings.inner_steps} inner step{'s' if settings.inner_steps != 1 else ''}"
+    checked = "all tasks" if problem.check_tasks is None else f"first {problem.check_tasks} tasks"
+    differences, scale = gradient
+    worst = max(differences.values())
     return [
         "One second-order MAML meta-iteration (forward, backward, outer Adam step)",
-        f"sinusoid, MLP 1-40-40-1, T={settings.meta_batch_size} tasks, K={NUM_SUPPORT} support + "
-        f"{NUM_QUERY} query, {inner}, alpha={INNER_LR}, MSE",
+        f"{problem.description}, T={settings.meta_batch_size} tasks, {inner}",
         f"mamlbook {env['mamlbook_version']} ({_describe(env['mamlbook_revision'])}), "
-        f"torch {env['torch_version']}, Python {env['python_version']}",
+        f"torch {env['torch_version']}, Python {env['python_version']}"
+        + "".join(f", {name} {version}" for name, version in env.get("peer_versions", {}).items()),
         f"device {env['device']} ({env['device_name']}), threads {env['threads']}, "
         f"{env['machine']['platform']}",
-        f"meta-gradient check, float64: max |maml_loss - loop| = {gradient[0]:.1e} "
-        f"(largest entry {gradient[1]:.2g}, tolerance {GRADIENT_TOLERANCE:.0e})",
+        f"meta-gradient check, float64, {checked}: max |method - loop| = {worst:.1e} "
+        f"(largest entry {scale:.2g}, tolerance {GRADIENT_TOLERANCE:.0e})",
         f"{settings.warmup} warm-up + {settings.repeats} timed rounds, methods interleaved",
     ]
 
@@ -333,27 +511,34 @@ def _describe(revision: dict[str, object]) -> str:
 
 
 def results_record(
-    settings: Settings, env: dict[str, object], gradient: tuple[float, float], times: dict[str, list[float]]
+    settings: Settings,
+    env: dict[str, object],
+    gradient: tuple[dict[str, float], float],
+    times: dict[str, list[float]],
+    memory: dict[str, dict[str, int]] | None,
 ) -> dict[str, object]:
-    """Everything a run measured, for ``--json``: settings, environment, per-method stats, ratios."""
+    """Everything a run measured, for ``--json``: settings, environment, per-method stats, ratios, memory."""
+    problem = PROBLEMS[settings.problem]
     stats = summarise(times)
     return {
         "benchmark": "meta_iteration",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": {
             **dataclasses.asdict(settings),
-            "model": "MLP 1-40-40-1",
-            "num_support": NUM_SUPPORT,
-            "num_query": NUM_QUERY,
-            "inner_lr": INNER_LR,
+            "description": problem.description,
+            "inner_lr": problem.inner_lr,
             "outer_lr": OUTER_LR,
             "first_order": False,
-            "loss": "mse",
         },
         **env,
         "meta_gradient_max_abs_diff": gradient[0],
         "methods": {
-            name: {**stats[name], "times_ms": [round(ms, 4) for ms in times[name]]} for name in METHODS
+            name: {
+                **stats[name],
+                **({"memory": memory[name]} if memory else {}),
+                "times_ms": [round(ms, 4) for ms in times[name]],
+            }
+            for name in settings.methods
         },
         "ratios": ratios(times),
     }
@@ -375,23 +560,57 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; see ``--help``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=_int_at_least(1), default=500, help="timed rounds (default 500)")
-    parser.add_argument("--warmup", type=_int_at_least(0), default=20, help="untimed rounds (default 20)")
+    parser.add_argument("--setting", choices=sorted(PROBLEMS), default="sinusoid", help="default sinusoid")
+    parser.add_argument(
+        "--repeats",
+        type=_int_at_least(1),
+        default=None,
+        help="timed rounds (default 500 sinusoid, 10 omniglot)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_int_at_least(0),
+        default=None,
+        help="untimed rounds (default 20 sinusoid, 2 omniglot)",
+    )
     parser.add_argument(
         "--threads", type=_int_at_least(1), default=None, help="torch.set_num_threads (default: torch's own)"
     )
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="default cpu")
-    parser.add_argument("--inner-steps", type=_int_at_least(0), default=1, help="inner SGD steps (default 1)")
-    parser.add_argument("--meta-batch-size", type=_int_at_least(1), default=25, help="tasks T (default 25)")
+    parser.add_argument("--inner-steps", type=_int_at_least(1), default=1, help="inner SGD steps (default 1)")
+    parser.add_argument(
+        "--meta-batch-size",
+        type=_int_at_least(1),
+        default=None,
+        help="tasks T (default 25 sinusoid, 32 omniglot)",
+    )
     parser.add_argument(
         "--seed", type=_int_at_least(0), default=0, help="initialisation and tasks (default 0)"
     )
+    parser.add_argument("--no-plain", action="store_true", help="leave out the plain Adam step (the floor)")
+    parser.add_argument(
+        "--peers", action="store_true", help="also run higher, torchopt and learn2learn where they import"
+    )
+    parser.add_argument("--memory", action="store_true", help="also measure each method's peak memory")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results here")
     return parser.parse_args(argv)
 
 
+def available_peers() -> tuple[tuple[str, ...], dict[str, str]]:
+    """The peers that import here, and their versions; the reason for each that does not is printed."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import peers
+
+    versions = peers.peer_versions()
+    for name, version in versions.items():
+        if version is None:
+            print(f"{name}: not run ({peers.peer_unavailable_reason(name)})", flush=True)
+    installed = {name: version for name, version in versions.items() if version is not None}
+    return tuple(installed), installed
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Check the meta-gradients agree, time the three methods, print (and save) the results."""
+    """Check the meta-gradients agree, time the methods, print (and save) the results."""
     args = parse_args(argv)
     if args.json is not None:  # fail before the timing, not after it
         try:
@@ -404,32 +623,46 @@ def main(argv: list[str] | None = None) -> int:
         device = str(mb.resolve_device(args.device))
     except ValueError as error:
         sys.exit(f"error: {error}")
-    settings = Settings(args.meta_batch_size, args.inner_steps, args.warmup, args.repeats, device, args.seed)
+    problem = PROBLEMS[args.setting]
+    methods = BASE_METHODS if not args.no_plain else ("maml_loss", "loop")
+    peer_versions: dict[str, str] = {}
+    if args.peers:
+        peer_names, peer_versions = available_peers()
+        methods = (*methods, *peer_names)
+    settings = Settings(
+        problem=problem.name,
+        meta_batch_size=args.meta_batch_size or problem.default_meta_batch_size,
+        inner_steps=args.inner_steps,
+        warmup=problem.default_warmup if args.warmup is None else args.warmup,
+        repeats=args.repeats or problem.default_repeats,
+        device=device,
+        seed=args.seed,
+        methods=methods,
+    )
 
     with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the global state
         torch.manual_seed(settings.seed)
-        model = mb.models.MLP(1).to(device)
-    generator = torch.Generator().manual_seed(settings.seed)
-    batch = mb.tasks.Sinusoid().sample(settings.meta_batch_size, NUM_SUPPORT, NUM_QUERY, generator=generator)
-    batch = batch.to(device)
+        model = problem.make_model().to(device)
+    batch = problem.sample(settings.meta_batch_size, torch.Generator().manual_seed(settings.seed)).to(device)
+    losses = meta_losses(problem, methods, steps=settings.inner_steps)
 
-    gradient = meta_gradient_difference(model, batch, steps=settings.inner_steps)
-    print(f"meta-gradient check (float64): max abs difference {gradient[0]:.2e}", flush=True)
-    if not gradient[0] <= GRADIENT_TOLERANCE:  # also catches NaN
+    gradient = meta_gradient_differences(problem, model, batch, losses)
+    worst = max(gradient[0], key=lambda name: gradient[0][name])
+    print(f"meta-gradient check (float64): max abs difference {gradient[0][worst]:.2e} ({worst})", flush=True)
+    failed = {name: diff for name, diff in gradient[0].items() if not diff <= GRADIENT_TOLERANCE}  # NaN too
+    if failed:
         sys.exit(
-            f"error: maml_loss and the per-task loop disagree by {gradient[0]:.3e} > {GRADIENT_TOLERANCE:g}"
+            f"error: meta-gradients differ from the per-task loop's by more than "
+            f"{GRADIENT_TOLERANCE:g}: {failed}"
         )
 
-    times = time_interleaved(
-        make_steps(model, batch, steps=settings.inner_steps),
-        warmup=settings.warmup,
-        repeats=settings.repeats,
-        device=device,
-    )
-    env = environment(device)
-    print(format_report(settings, env, gradient, times))
+    step_fns = make_steps(problem, model, batch, losses, methods)
+    memory = peak_memory(step_fns, device) if args.memory else None
+    times = time_interleaved(step_fns, warmup=settings.warmup, repeats=settings.repeats, device=device)
+    env = {**environment(device), "peer_versions": peer_versions}
+    print(format_report(settings, env, gradient, times, memory))
     if args.json is not None:
-        text = json.dumps(results_record(settings, env, gradient, times), indent=2) + "\n"
+        text = json.dumps(results_record(settings, env, gradient, times, memory), indent=2) + "\n"
         mb.checkpoint.write_atomically(args.json, lambda file: file.write(text.encode()))
         print(f"wrote {args.json}")
     return 0

@@ -1,0 +1,53 @@
+"""``benchmarks/meta_iteration.py`` run in-process on tiny settings: its record, and its gradient check."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import meta_iteration  # noqa: E402  (benchmarks/meta_iteration.py)
+
+
+def run(tmp_path: Path, *arguments: str) -> dict:
+    """Run the benchmark with a few rounds and return its JSON record."""
+    record = tmp_path / "record.json"
+    status = meta_iteration.main([*arguments, "--repeats", "2", "--warmup", "0", "--json", str(record)])
+    assert status == 0
+    return json.loads(record.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(("setting", "tasks"), [("sinusoid", "3"), ("omniglot", "1")])
+def test_record_holds_every_method_with_times_memory_and_ratios(tmp_path, setting, tasks):
+    record = run(tmp_path, "--setting", setting, "--meta-batch-size", tasks, "--memory")
+    assert record["settings"]["problem"] == setting
+    assert record["settings"]["meta_batch_size"] == int(tasks)
+    assert list(record["methods"]) == ["maml_loss", "loop", "plain"]
+    for method in record["methods"].values():
+        assert len(method["times_ms"]) == 2
+        assert method["min_ms"] <= method["median_ms"] <= method["max_ms"]
+        assert method["memory"]["saved_bytes"] > 0
+    assert set(record["ratios"]) == {"loop_over_maml_loss", "maml_loss_over_plain"}
+    assert max(record["meta_gradient_max_abs_diff"].values()) < meta_iteration.GRADIENT_TOLERANCE
+
+
+def test_saved_memory_grows_with_inner_steps(tmp_path):
+    one, three = (run(tmp_path, "--meta-batch-size", "2", "--inner-steps", s, "--memory") for s in "13")
+    for method in ("maml_loss", "loop"):
+        assert (
+            three["methods"][method]["memory"]["saved_bytes"]
+            > one["methods"][method]["memory"]["saved_bytes"]
+        )
+
+
+def test_a_wrong_meta_gradient_stops_the_run_before_timing(tmp_path, monkeypatch, capsys):
+    reference = meta_iteration.loop_meta_loss
+    monkeypatch.setattr(
+        meta_iteration, "loop_meta_loss", lambda *args, **kwargs: 1.01 * reference(*args, **kwargs)
+    )
+    with pytest.raises(SystemExit, match="differ from the per-task loop"):
+        meta_iteration.main(["--meta-batch-size", "2", "--repeats", "1", "--json", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()
