@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -215,19 +213,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def times_record(seconds: dict[str, float], parameters: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What ``--times`` writes: each notebook's wall time and parameters, versions and machine."""
-    import torch
-
+def times_record(
+    seconds: dict[str, float], parameters: dict[str, dict[str, Any]], device: str | None
+) -> dict[str, Any]:
+    """What ``--times`` writes: each notebook's wall time and parameters, and the versions and machine."""
     import mamlbook
+    from mamlbook.reproduce import environment
 
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "mamlbook_version": mamlbook.__version__,
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
+        "environment": environment(mamlbook.resolve_device(device or "auto")),
         "notebooks": {
             key: {"seconds": round(seconds[key], 1), "parameters": parameters[key]} for key in seconds
         },
@@ -291,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds[notebook_key(notebook)] = time.perf_counter() - start
             print(f"ok     {notebook} in {seconds[notebook_key(notebook)]:.1f} s", flush=True)
     if args.times is not None:
-        record = times_record(seconds, {notebook_key(notebook): parameters for notebook, parameters in plans})
+        plan_parameters = {notebook_key(notebook): parameters for notebook, parameters in plans}
+        record = times_record(seconds, plan_parameters, args.device)
         text = json.dumps(record, indent=2) + "\n"
         write_atomically(args.times, lambda file: file.write(text.encode()))
         print(f"wrote {args.times}")

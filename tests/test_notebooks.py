@@ -120,7 +120,9 @@ def test_notebook_runs_with_smoke_parameters(path: Path, tmp_path: Path):
     ]
     result = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
-    timed = json.loads((tmp_path / "times.json").read_text(encoding="utf-8"))["notebooks"]
+    record = json.loads((tmp_path / "times.json").read_text(encoding="utf-8"))
+    assert record["environment"]["gpu"] is None  # --device cpu
+    timed = record["notebooks"]
     assert list(timed) == [notebook_id(path)]
     assert timed[notebook_id(path)]["seconds"] > 0
     assert timed[notebook_id(path)]["parameters"]["device"] == "cpu"
