@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .explicit import explicit_maml_loss
 from .inner import inner_step, per_task, rate_at_step, task_losses
 from .types import InnerLR, LossFn, Params, TaskBatch
 from .validation import (
@@ -77,6 +78,49 @@ def maml_loss(
     else:
         weight_after = {step + 1: w for step, w in enumerate(check_step_weights(step_weights, steps)) if w}
 
+    def meta_loss_by_autograd(theta: Params) -> torch.Tensor:
+        return _meta_loss(
+            model,
+            theta,
+            batch,
+            loss_fn=loss_fn,
+            inner_lr=inner_lr,
+            steps=steps,
+            first_order=first_order,
+            adapt_only=adapt_only,
+            weight_after=weight_after,
+        )
+
+    if step_weights is None and adapt_only is None:
+        meta_loss = explicit_maml_loss(
+            model,
+            params,
+            batch,
+            loss_fn=loss_fn,
+            step_rates=[rate_at_step(inner_lr, step) for step in range(steps)],
+            first_order=first_order,
+            meta_loss_by_autograd=meta_loss_by_autograd,
+        )
+        # A non-finite meta-loss is diagnosed by the general path, which names the task and step.
+        if meta_loss is not None and bool(torch.isfinite(meta_loss)):
+            return meta_loss
+    return meta_loss_by_autograd(params)
+
+
+def _meta_loss(
+    model: nn.Module,
+    params: Params,
+    batch: TaskBatch,
+    *,
+    loss_fn: LossFn,
+    inner_lr: InnerLR,
+    steps: int,
+    first_order: bool,
+    adapt_only: Sequence[str] | None,
+    weight_after: dict[int, float],
+) -> torch.Tensor:
+    """``maml_loss`` of checked arguments through autograd, for any model: ``weight_after``
+    maps each scored number of inner steps to the weight of its mean query loss."""
     adapted, support_losses = per_task(params, batch.num_tasks), []
     query_losses, weighted_means = [], []  # (T,) and a scalar for each scored step
     for step in range(steps + 1):

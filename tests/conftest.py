@@ -66,12 +66,17 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(params=["batched", "chunked", "vmap"])
+@pytest.fixture(params=["explicit", "batched", "chunked", "vmap"])
 def forward_path(request, monkeypatch) -> str:
-    """Run a test on each path of ``mamlbook.inner.task_losses``: the batched fast path for
-    known layers (``mamlbook.batched``) with all tasks at once, the same in chunks of one
-    task (as large inputs run on the CPU), and the general ``vmap`` path, forced by making
-    the fast path decline every model."""
+    """Run a test on each path of ``maml_loss``: derivatives written out for ReLU networks
+    with the MSE (``mamlbook.explicit``, which declines every other model, so that those run
+    on the next path), and, with that path turned off, the three paths of
+    ``mamlbook.inner.task_losses``: the batched fast path for known layers
+    (``mamlbook.batched``) with all tasks at once, the same in chunks of one task (as large
+    inputs run on the CPU), and the general ``vmap`` path, forced by making the fast path
+    decline every model."""
+    if request.param != "explicit":
+        monkeypatch.setattr(mb.meta, "explicit_maml_loss", lambda *args, **kwargs: None)
     if request.param == "chunked":
         monkeypatch.setattr(mb.batched, "CPU_CHUNK_ELEMENTS", 1)
     if request.param == "vmap":

@@ -23,7 +23,7 @@ from mamlbook.training import multi_step_weights
 
 EXACT = {"atol": 1e-10, "rtol": 1e-10}
 
-# Every oracle runs on both forward paths of the inner loop (see conftest.forward_path).
+# Every oracle runs on every path of maml_loss and the inner loop (see conftest.forward_path).
 pytestmark = pytest.mark.usefixtures("forward_path")
 
 
