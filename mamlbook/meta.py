@@ -44,6 +44,10 @@ def maml_loss(
     All tasks are adapted at once by the one inner step (``mamlbook.inner.inner_step``),
     vectorised over tasks; ``backward()`` on the result puts the
     meta-gradient on the tensors of ``params`` (and on learned rates in ``inner_lr``).
+    For a network of ``nn.Linear`` and ``nn.ReLU`` layers with ``F.mse_loss`` and numeric
+    rates, and neither ``adapt_only`` nor ``step_weights``, the same meta-loss and
+    meta-gradient come from their closed form (``mamlbook.explicit``), without
+    autograd's graph of the inner gradient.
 
     Args:
         model: any module that ``torch.func.functional_call`` can run.
