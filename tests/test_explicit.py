@@ -176,6 +176,7 @@ def make_args(model, batch, **changes):
         "other_targets",
         "float32_targets",
         "tied",
+        "mixed_dtypes",
     ],
 )
 def test_other_problems_are_declined(make_model, sine_batch, case):
@@ -201,6 +202,8 @@ def test_other_problems_are_declined(make_model, sine_batch, case):
         batch = batch._replace(support_y=batch.support_y[..., 0])
     elif case == "float32_targets":
         batch = batch._replace(query_y=batch.query_y.float())
+    elif case == "mixed_dtypes":
+        model.head.bias.data = model.head.bias.data.float()
     else:
         linear = nn.Linear(4, 4)
         model = nn.Sequential(nn.Linear(1, 4), linear, nn.ReLU(), linear, nn.Linear(4, 1)).double()
