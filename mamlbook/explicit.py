@@ -285,6 +285,11 @@ class _Record(NamedTuple):
         return cls(dict(zip(names, weights, strict=True)), _Pass(inputs, last_mask), grads)
 
 
+_ARGS_BEFORE_THETA = 6
+"""The arguments of ``_ExplicitMAML.forward`` before theta's tensors: layers, names,
+step_rates, first_order, meta_loss_by_autograd and batch, none differentiated."""
+
+
 class _ExplicitMAML(torch.autograd.Function):
     """The meta-loss forward, and its meta-gradient backward, without autograd's graph.
 
@@ -354,16 +359,17 @@ class _ExplicitMAML(torch.autograd.Function):
             }
         grads = tuple(
             vector[name].sum(0) if needed else None
-            for name, needed in zip(names, ctx.needs_input_grad[6:], strict=True)
+            for name, needed in zip(names, ctx.needs_input_grad[_ARGS_BEFORE_THETA:], strict=True)
         )
-        return (None,) * 6 + grads
+        return (None,) * _ARGS_BEFORE_THETA + grads
 
 
 def _backward_by_autograd(ctx, theta, grad_meta_loss):
     """The backward pass recorded by autograd (for ``create_graph=True``): the meta-loss
     recomputed through autograd from the same theta, and differentiated."""
-    needed = [tensor for tensor, flag in zip(theta, ctx.needs_input_grad[6:], strict=True) if flag]
+    flags = ctx.needs_input_grad[_ARGS_BEFORE_THETA:]
+    needed = [tensor for tensor, flag in zip(theta, flags, strict=True) if flag]
     with torch.enable_grad():
         meta_loss = ctx.meta_loss_by_autograd(dict(zip(ctx.names, theta, strict=True)))
         grads = iter(torch.autograd.grad(meta_loss, needed, grad_meta_loss, create_graph=True))
-    return (None,) * 6 + tuple(next(grads) if flag else None for flag in ctx.needs_input_grad[6:])
+    return (None,) * _ARGS_BEFORE_THETA + tuple(next(grads) if flag else None for flag in flags)
