@@ -1,6 +1,7 @@
 """The ``mamlbook`` console command.
 
-    mamlbook reproduce {sinusoid,omniglot} --preset {paper,quick} --device {auto,cpu,cuda} --out FILE.json
+    mamlbook reproduce {sinusoid,omniglot} --preset {paper,quick} --device {auto,cpu,cuda}
+        [--seed N] --out FILE.json
 
 trains and evaluates as the paper did (``mamlbook.reproduce``), prints the results
 beside the paper's, and writes the whole record as JSON.
@@ -17,6 +18,17 @@ from .checkpoint import write_atomically
 from .reproduce import EXPERIMENTS, PRESETS, format_record, reproduce
 
 
+def _seed(text: str) -> int:
+    """An integer >= 0 from the command line."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {seed}")
+    return seed
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mamlbook", description="The companion package of the MAML book.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--preset", choices=PRESETS, default="quick", help="the paper's settings, or a short version"
     )
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument(
+        "--seed",
+        type=_seed,
+        help="seeds the initialisation, the training tasks and the test tasks (default: the preset's, 0)",
+    )
     run.add_argument(
         "--out", type=Path, help="write the record (settings, results, versions, time) to this JSON file"
     )
@@ -52,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             args.experiment,
             args.preset,
             device=args.device,
+            seed=args.seed,
             progress=not args.no_progress,
             omniglot_root=args.omniglot_root,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -103,6 +104,7 @@ def reproduce(
     preset: str,
     *,
     device: str | torch.device = "auto",
+    seed: int | None = None,
     progress: bool = True,
     omniglot_root: str | Path | None = None,
 ) -> dict[str, object]:
@@ -112,6 +114,8 @@ def reproduce(
         experiment: ``"sinusoid"`` or ``"omniglot"``.
         preset: ``"paper"`` or ``"quick"``.
         device: ``"auto"`` (CUDA where available), ``"cpu"`` or ``"cuda"``.
+        seed: seeds the initialisation, the training tasks and the test tasks, an integer
+            >= 0; None keeps the preset's (0).
         progress: show progress bars.
         omniglot_root: a folder holding the Omniglot zips; None downloads them (see
             ``mamlbook.data.load_omniglot``).
@@ -126,6 +130,8 @@ def reproduce(
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     device = resolve_device(device)
     settings = SETTINGS[experiment, preset]
+    if seed is not None:
+        settings = dataclasses.replace(settings, maml=dataclasses.replace(settings.maml, seed=seed))
     started = datetime.datetime.now(datetime.timezone.utc)
     start = time.perf_counter()
     if experiment == "sinusoid":
@@ -248,13 +254,30 @@ def _omniglot(
     return results, paper
 
 
-def _report(result: EvaluationResult, steps: tuple[int, ...]) -> dict[str, list[float]]:
-    """The mean and 95 % interval after each of ``steps`` steps, rounded for the record."""
-    return {
+def _report(result: EvaluationResult, steps: tuple[int, ...]) -> dict[str, object]:
+    """The mean and 95 % interval after each of ``steps`` steps, rounded for the record.
+
+    A test task whose loss became NaN or infinite within the evaluated steps makes the
+    means it enters NaN or infinite; the record then also counts those tasks and gives
+    the mean and interval of the other tasks, so that the reader sees both.
+    """
+
+    def rounded(values: torch.Tensor) -> list[float]:
+        return [round(float(values[step]), 4) for step in steps]
+
+    diverged = ~torch.isfinite(result.per_task).all(dim=1)  # (T,)
+    report: dict[str, object] = {
         "steps": list(steps),
-        "mean": [round(float(result.mean[step]), 4) for step in steps],
-        "ci95": [round(float(result.ci95[step]), 4) for step in steps],
+        "mean": rounded(result.mean),
+        "ci95": rounded(result.ci95),
+        "tasks": len(diverged),
+        "diverged_tasks": int(diverged.sum()),
     }
+    kept = result.per_task[~diverged]  # (T - diverged, n + 1)
+    if diverged.any() and len(kept) > 1:
+        report["mean_without_diverged"] = rounded(kept.mean(dim=0))
+        report["ci95_without_diverged"] = rounded(1.96 * kept.std(dim=0) / math.sqrt(len(kept)))
+    return report
 
 
 def environment(device: torch.device) -> dict[str, object]:
@@ -280,11 +303,15 @@ def format_record(record: dict[str, object]) -> str:
             "5-shot MSE after " + " / ".join(map(str, paper["steps"])) + " steps, ours against the paper's:"
         )
         for name, result in results.items():
-            ours = " / ".join(
-                f"{mean:.2f} ± {ci:.2f}" for mean, ci in zip(result["mean"], result["ci95"], strict=True)
-            )
             theirs = " / ".join(f"{value:.2f}" for value in paper[name])
-            lines.append(f"  {name:<11} {ours}   (paper {theirs})")
+            lines.append(f"  {name:<11} {_intervals(result['mean'], result['ci95'])}   (paper {theirs})")
+            diverged = result.get("diverged_tasks", 0)
+            if diverged:
+                others = result["tasks"] - diverged
+                lines.append(f"  {'':<11} {diverged} of {result['tasks']} test tasks diverged")
+                if "mean_without_diverged" in result:
+                    intervals = _intervals(result["mean_without_diverged"], result["ci95_without_diverged"])
+                    lines.append(f"  {'':<11} the other {others}: {intervals}")
     else:
         result = results["MAML"]
         lines.append(
@@ -292,3 +319,8 @@ def format_record(record: dict[str, object]) -> str:
             f"{result['ci95_percent']:.1f} %   (paper {paper['MAML'][0]} ± {paper['MAML'][1]} %)"
         )
     return "\n".join(lines)
+
+
+def _intervals(means: list[float], ci95s: list[float]) -> str:
+    """``mean ± ci95`` for each step, joined by slashes."""
+    return " / ".join(f"{mean:.2f} ± {ci:.2f}" for mean, ci in zip(means, ci95s, strict=True))

@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from mamlbook import cli, reproduce
+from mamlbook.evaluation import EvaluationResult
 from mamlbook.training import MetaTrainConfig
 
 OMNIGLOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
@@ -93,6 +95,8 @@ def test_omniglot_record_reports_accuracy_in_percent(tiny_presets, tmp_path, mon
         (["reproduce", "mnist"], "invalid choice"),
         (["reproduce", "sinusoid", "--preset", "full"], "invalid choice"),
         (["reproduce", "sinusoid", "--device", "tpu"], "invalid choice"),
+        (["reproduce", "sinusoid", "--seed", "-1"], "expected an integer >= 0, got -1"),
+        (["reproduce", "sinusoid", "--seed", "one"], "expected an integer >= 0, got 'one'"),
     ],
 )
 def test_bad_command_lines_are_refused(argv, message, capsys):
@@ -112,3 +116,44 @@ def test_reproduce_names_a_bad_experiment_or_preset():
         reproduce.reproduce("mnist", "quick")
     with pytest.raises(ValueError, match="preset must be one of"):
         reproduce.reproduce("sinusoid", "full")
+
+
+def test_a_seed_changes_the_run_and_is_recorded(tiny_presets, tmp_path):
+    records = []
+    for seed in (None, 3):
+        out = tmp_path / f"seed_{seed}.json"
+        argv = ["reproduce", "sinusoid", "--device", "cpu", "--out", str(out), "--no-progress"]
+        assert cli.main(argv + ([] if seed is None else ["--seed", str(seed)])) == 0
+        records.append(json.loads(out.read_text()))
+    default, seeded = records
+    assert (default["settings"]["maml"]["seed"], seeded["settings"]["maml"]["seed"]) == (0, 3)
+    assert default["results"]["MAML"]["mean"] != seeded["results"]["MAML"]["mean"]
+    with pytest.raises(ValueError, match="seed must be"):
+        reproduce.reproduce("sinusoid", "quick", device="cpu", seed=-1)
+
+
+def test_diverged_test_tasks_are_counted_and_the_others_reported_beside_them():
+    per_task = torch.tensor([[2.0, 1.0, 0.5], [4.0, 3.0, 1.5], [2.0, 50.0, float("nan")]])  # (T, 3)
+    result = EvaluationResult(per_task, per_task.mean(dim=0), 1.96 * per_task.std(dim=0) / 3**0.5)
+    report = reproduce._report(result, (1, 2))
+    assert (report["tasks"], report["diverged_tasks"]) == (3, 1)
+    assert report["mean"][0] == round((1.0 + 3.0 + 50.0) / 3, 4) and report["mean"][1] != report["mean"][1]
+    assert report["mean_without_diverged"] == [2.0, 1.0]
+    assert report["ci95_without_diverged"] == [1.96, 0.98]  # standard deviations 2 ** 0.5 and 0.5 ** 0.5
+    record = {
+        "experiment": "sinusoid",
+        "preset": "paper",
+        "device": "cpu",
+        "wall_seconds": 1.0,
+        "paper": {"steps": [1, 2], "MAML": [0.5, 0.4]},
+        "results": {"MAML": report},
+    }
+    lines = reproduce.format_record(record).splitlines()
+    assert "1 of 3 test tasks diverged" in lines[-2]
+    assert lines[-1].strip() == "the other 2: 2.00 ± 1.96 / 1.00 ± 0.98"
+
+
+def test_a_run_without_diverged_tasks_reports_no_second_mean():
+    per_task = torch.tensor([[2.0, 1.0], [4.0, 3.0]])
+    report = reproduce._report(EvaluationResult(per_task, per_task.mean(0), per_task.std(0)), (1,))
+    assert report["diverged_tasks"] == 0 and "mean_without_diverged" not in report
