@@ -19,7 +19,11 @@ reused). The methods are
 Before timing, every method's meta-gradient is compared with the loop's in float64 on a
 copy of the model (for ``omniglot``, on the first 4 tasks); the script exits with an
 error if one differs by more than 1e-10. The methods are then interleaved in rounds (the
-order rotated each round) so that the noise of a shared machine falls on all alike. With
+order rotated each round) so that the noise of a shared machine falls on all alike.
+With ``--processes N``, each method is timed instead in N processes of its own, one per
+method per round (order rotated): one method then never runs on the allocator state
+another left behind, which on the Omniglot setting changed a method's time by up to 30 %
+(``benchmarks/README.md``); the figures are over the processes' medians. With
 ``--memory``, the bytes autograd holds for the backward pass at the peak of one
 meta-iteration are counted for each method (``mamlbook.profiling.peak_saved_bytes``; on
 CUDA also the allocator's peak). Nothing here asserts on a time.
@@ -163,6 +167,8 @@ class Settings:
         device: the device the methods run on, e.g. ``"cpu"`` or ``"cuda"``.
         seed: seeds the network's initialisation and the task sampler.
         methods: the methods run, in order.
+        processes: 0 to interleave the methods in this process; N to time each in N
+            processes of its own, each running ``warmup`` + ``repeats`` iterations.
     """
 
     problem: str
@@ -173,6 +179,7 @@ class Settings:
     device: str
     seed: int
     methods: tuple[str, ...]
+    processes: int = 0
 
 
 def loop_meta_loss(
@@ -349,6 +356,46 @@ def time_interleaved(
     return times
 
 
+def time_in_processes(settings: Settings, argv: list[str]) -> dict[str, list[float]]:
+    """Time each method in ``settings.processes`` processes of its own, rotating the order.
+
+    Each process runs this script with ``--time-one METHOD`` and the same ``argv``, and
+    reports its ``settings.repeats`` times; its median is the method's time for that round.
+
+    Returns:
+        Method name -> ``settings.processes`` medians in milliseconds, round by round.
+    """
+    names = list(settings.methods)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(settings.processes):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            command = [sys.executable, str(Path(__file__).resolve()), *argv, "--time-one", name]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.exit(f"error: timing {name} in its own process failed:\n{done.stderr.strip()}")
+            times[name].append(statistics.median(json.loads(done.stdout.strip().splitlines()[-1])))
+            median_ms = times[name][-1]
+            print(f"process {round_index + 1}/{settings.processes} of {name}: {median_ms:.2f} ms", flush=True)
+    return times
+
+
+def time_one(settings: Settings, method: str) -> None:
+    """``--time-one``: run one method's iterations in this process and print their times (ms) as JSON."""
+    problem = PROBLEMS[settings.problem]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = problem.make_model().to(settings.device)
+    batch = problem.sample(settings.meta_batch_size, torch.Generator().manual_seed(settings.seed))
+    batch = batch.to(settings.device)
+    losses = meta_losses(problem, (method,), steps=settings.inner_steps)
+    step = make_steps(problem, model, batch, losses, (method,))[method]
+    times = time_interleaved(
+        {method: step}, warmup=settings.warmup, repeats=settings.repeats, device=settings.device
+    )
+    print(json.dumps([round(ms, 4) for ms in times[method]]))
+
+
 def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """Median, min and max milliseconds of each method."""
     return {
@@ -499,7 +546,10 @@ def _header(
         f"{env['machine']['platform']}",
         f"meta-gradient check, float64, {checked}: max |method - loop| = {worst:.1e} "
         f"(largest entry {scale:.2g}, tolerance {GRADIENT_TOLERANCE:.0e})",
-        f"{settings.warmup} warm-up + {settings.repeats} timed rounds, methods interleaved",
+        f"{settings.warmup} warm-up + {settings.repeats} timed rounds, methods interleaved"
+        if not settings.processes
+        else f"{settings.processes} processes per method, each {settings.warmup} warm-up + "
+        f"{settings.repeats} timed iterations; figures over the processes' medians",
     ]
 
 
@@ -591,9 +641,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--peers", action="store_true", help="also run higher, torchopt and learn2learn where they import"
     )
+    parser.add_argument(
+        "--processes",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
+        help="time each method in N processes of its own, not interleaved in this one",
+    )
+    parser.add_argument("--time-one", choices=sorted(DESCRIPTIONS), help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help="also measure each method's peak memory")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results here")
     return parser.parse_args(argv)
+
+
+def _without_options(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``argv`` without each of ``options`` and its value (``--opt value`` or ``--opt=value``),
+    and without ``--memory``: what a timing process needs."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif arg != "--memory" and not arg.startswith(tuple(f"{option}=" for option in options)):
+            kept.append(arg)
+    return kept
 
 
 def available_peers() -> tuple[tuple[str, ...], dict[str, str]]:
@@ -638,7 +710,11 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
         seed=args.seed,
         methods=methods,
+        processes=args.processes or 0,
     )
+    if args.time_one is not None:
+        time_one(settings, args.time_one)
+        return 0
 
     with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the global state
         torch.manual_seed(settings.seed)
@@ -658,7 +734,11 @@ def main(argv: list[str] | None = None) -> int:
 
     step_fns = make_steps(problem, model, batch, losses, methods)
     memory = peak_memory(step_fns, device) if args.memory else None
-    times = time_interleaved(step_fns, warmup=settings.warmup, repeats=settings.repeats, device=device)
+    if settings.processes:
+        child_argv = _without_options(sys.argv[1:] if argv is None else argv, ("--json", "--processes"))
+        times = time_in_processes(settings, child_argv)
+    else:
+        times = time_interleaved(step_fns, warmup=settings.warmup, repeats=settings.repeats, device=device)
     env = {**environment(device), "peer_versions": peer_versions}
     print(format_report(settings, env, gradient, times, memory))
     if args.json is not None:

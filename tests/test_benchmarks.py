@@ -51,3 +51,21 @@ def test_a_wrong_meta_gradient_stops_the_run_before_timing(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match="differ from the per-task loop"):
         meta_iteration.main(["--meta-batch-size", "2", "--repeats", "1", "--json", str(tmp_path / "r.json")])
     assert not (tmp_path / "r.json").exists()
+
+
+def test_methods_timed_in_processes_of_their_own(tmp_path, capsys):
+    record = run(tmp_path, "--meta-batch-size", "2", "--processes", "2", "--no-plain", "--memory")
+    assert record["settings"]["processes"] == 2
+    for method in record["methods"].values():
+        assert len(method["times_ms"]) == 2  # one median per process
+        assert method["memory"]["saved_bytes"] > 0
+    printed = capsys.readouterr().out
+    assert "2 processes per method, each 0 warm-up + 2 timed iterations" in printed
+    assert printed.count("process 2/2 of ") == 2
+
+
+def test_without_options_keeps_what_a_timing_process_needs():
+    argv = ["--setting", "omniglot", "--json", "r.json", "--processes=3", "--memory", "--peers"]
+    argv += ["--threads", "2"]
+    kept = meta_iteration._without_options(argv, ("--json", "--processes"))
+    assert kept == ["--setting", "omniglot", "--peers", "--threads", "2"]
