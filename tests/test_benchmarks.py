@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import meta_iteration  # noqa: E402  (benchmarks/meta_iteration.py)
+import query_floor  # noqa: E402  (benchmarks/query_floor.py)
 
 
 def run(tmp_path: Path, *arguments: str) -> dict:
@@ -69,3 +70,12 @@ def test_without_options_keeps_what_a_timing_process_needs():
     argv += ["--threads", "2"]
     kept = meta_iteration._without_options(argv, ("--json", "--processes"))
     assert kept == ["--setting", "omniglot", "--peers", "--threads", "2"]
+
+
+def test_query_floor_prints_maml_loss_and_each_plain_query_pass(capsys):
+    argv = ["--meta-batch-size", "2", "--repeats", "2", "--warmup", "0", "--batch-sizes", "75", "150"]
+    assert query_floor.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "over its 150 query images" in lines[0]
+    assert [line.split()[0] for line in lines[1:]] == ["maml_loss", "query/75", "query/150"]
+    assert all("ms median" in line for line in lines[1:])
