@@ -380,14 +380,21 @@ def time_in_processes(settings: Settings, argv: list[str]) -> dict[str, list[flo
     return times
 
 
-def time_one(settings: Settings, method: str) -> None:
-    """``--time-one``: run one method's iterations in this process and print their times (ms) as JSON."""
+def seeded_model_and_batch(settings: Settings) -> tuple[nn.Module, mb.TaskBatch]:
+    """The network and the batch of tasks every method runs on, both from ``settings.seed``,
+    without touching the global random state."""
     problem = PROBLEMS[settings.problem]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         model = problem.make_model().to(settings.device)
     batch = problem.sample(settings.meta_batch_size, torch.Generator().manual_seed(settings.seed))
-    batch = batch.to(settings.device)
+    return model, batch.to(settings.device)
+
+
+def time_one(settings: Settings, method: str) -> None:
+    """``--time-one``: run one method's iterations in this process and print their times (ms) as JSON."""
+    problem = PROBLEMS[settings.problem]
+    model, batch = seeded_model_and_batch(settings)
     losses = meta_losses(problem, (method,), steps=settings.inner_steps)
     step = make_steps(problem, model, batch, losses, (method,))[method]
     times = time_interleaved(
@@ -716,10 +723,7 @@ def main(argv: list[str] | None = None) -> int:
         time_one(settings, args.time_one)
         return 0
 
-    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the global state
-        torch.manual_seed(settings.seed)
-        model = problem.make_model().to(device)
-    batch = problem.sample(settings.meta_batch_size, torch.Generator().manual_seed(settings.seed)).to(device)
+    model, batch = seeded_model_and_batch(settings)
     losses = meta_losses(problem, methods, steps=settings.inner_steps)
 
     gradient = meta_gradient_differences(problem, model, batch, losses)

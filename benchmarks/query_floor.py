@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 import mamlbook as mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from meta_iteration import PROBLEMS, _int_at_least  # noqa: E402  (benchmarks/meta_iteration.py)
+from meta_iteration import PROBLEMS, _int_at_least, time_interleaved  # noqa: E402  (benchmarks/meta_iteration.py)
 
 
 def timed_calls(
@@ -67,20 +66,6 @@ def timed_calls(
     return calls, len(images)
 
 
-def time_rounds(calls: dict[str, Callable[[], None]], *, warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Each call once per round, in rotating order; milliseconds of the timed rounds."""
-    names = list(calls)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(warmup + repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            calls[name]()
-            if round_index >= warmup:
-                times[name].append(1e3 * (time.perf_counter() - start))
-    return times
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=_int_at_least(1), default=6, help="timed rounds (default 6)")
@@ -97,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     calls, num_images = timed_calls("omniglot", args.meta_batch_size, args.batch_sizes)
-    times = time_rounds(calls, warmup=args.warmup, repeats=args.repeats)
+    times = time_interleaved(calls, warmup=args.warmup, repeats=args.repeats, device="cpu")
     print(
         f"Omniglot Conv4, T={args.meta_batch_size}: maml_loss against a plain forward and backward pass "
         f"over its {num_images} query images; threads {torch.get_num_threads()}, "
