@@ -374,8 +374,8 @@ def time_in_processes(settings: Settings, argv: list[str]) -> dict[str, list[flo
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"error: timing {name} in its own process failed:\n{done.stderr.strip()}")
-            times[name].append(statistics.median(json.loads(done.stdout.strip().splitlines()[-1])))
-            median_ms = times[name][-1]
+            median_ms = statistics.median(json.loads(done.stdout.strip().splitlines()[-1]))
+            times[name].append(median_ms)
             print(f"process {round_index + 1}/{settings.processes} of {name}: {median_ms:.2f} ms", flush=True)
     return times
 

@@ -35,6 +35,15 @@ class EvaluationResult(NamedTuple):
     mean: torch.Tensor
     ci95: torch.Tensor
 
+    @classmethod
+    def of(cls, per_task: torch.Tensor) -> EvaluationResult:
+        """The result of the ``(T, n + 1)`` scores ``per_task``: their mean and 95 % interval
+        over tasks (an interval of 0 for one task)."""
+        num_tasks = per_task.shape[0]
+        mean = per_task.mean(dim=0)
+        std = per_task.std(dim=0) if num_tasks > 1 else torch.zeros_like(mean)
+        return cls(per_task, mean, 1.96 * std / math.sqrt(num_tasks))
+
     def summary(self, steps: tuple[int, ...] | None = None, digits: int = 2) -> str:
         """Lines ``after s steps: mean ± ci95``, rounded; all steps when ``steps`` is None."""
         steps = range(len(self.mean)) if steps is None else steps
@@ -147,6 +156,4 @@ def evaluate(
             RuntimeWarning,
             stacklevel=2,
         )
-    mean = per_task_scores.mean(dim=0)
-    std = per_task_scores.std(dim=0) if batch.num_tasks > 1 else torch.zeros_like(mean)
-    return EvaluationResult(per_task_scores, mean, 1.96 * std / math.sqrt(batch.num_tasks))
+    return EvaluationResult.of(per_task_scores)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -275,8 +274,9 @@ def _report(result: EvaluationResult, steps: tuple[int, ...]) -> dict[str, objec
     }
     kept = result.per_task[~diverged]  # (T - diverged, n + 1)
     if diverged.any() and len(kept) > 1:
-        report["mean_without_diverged"] = rounded(kept.mean(dim=0))
-        report["ci95_without_diverged"] = rounded(1.96 * kept.std(dim=0) / math.sqrt(len(kept)))
+        others = EvaluationResult.of(kept)
+        report["mean_without_diverged"] = rounded(others.mean)
+        report["ci95_without_diverged"] = rounded(others.ci95)
     return report
 
 
