@@ -179,6 +179,92 @@ def test_conv4_meta_gradient_matches_vmap(make_model, theta, stride_conv, image_
     assert_meta_gradients_agree(model, theta(model), batch, F.cross_entropy)
 
 
+def shared_and_copied(theta: mb.Params, num_tasks: int) -> tuple[mb.Params, mb.Params]:
+    """theta for T tasks twice: expanded views (the shared-filter path) and contiguous copies."""
+    shared = {name: tensor.expand(num_tasks, *tensor.shape) for name, tensor in theta.items()}
+    return shared, {name: tensor.contiguous() for name, tensor in shared.items()}
+
+
+SHARED_FILTER_CONVS = {
+    "padded": lambda: nn.Conv2d(2, 3, 3, padding=1),
+    "strided": lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1),
+    "dilated_no_bias": lambda: nn.Conv2d(2, 3, (3, 2), padding=(2, 1), dilation=2, bias=False),
+}
+
+
+@pytest.mark.parametrize("factory", SHARED_FILTER_CONVS.values(), ids=SHARED_FILTER_CONVS.keys())
+def test_filters_shared_by_all_tasks_give_the_grouped_convolution_to_second_order(make_model, theta, factory):
+    """Where every task's filters are theta, expanded, the shared-filter convolution gives the
+    copied filters' outputs, per-task gradients (filters, bias, inputs) and their gradients."""
+    model = make_model(lambda: nn.Sequential(factory(), nn.ReLU(), nn.Conv2d(3, 2, 3)))
+    x = inputs(3, 4, 2, 9, 9).requires_grad_()
+    directions = None
+    results = []
+    for params in shared_and_copied(theta(model), 3):
+        outputs = batched_forward(model, params, x)
+        grads = torch.autograd.grad(outputs.square().sum(), [*params.values(), x], create_graph=True)
+        if directions is None:
+            generator = torch.Generator().manual_seed(5)
+            directions = [torch.randn(g.shape, generator=generator).double() for g in grads]
+        inner = sum((g * d).sum() for g, d in zip(grads, directions, strict=True))
+        second = torch.autograd.grad(
+            inner, [*model.parameters(), x], allow_unused=True, materialize_grads=True
+        )
+        results.append((outputs, *grads, *second))
+    assert _shared_path_ran(model, theta(model))
+    for shared, copied in zip(*results, strict=True):
+        assert shared.shape == copied.shape
+        assert (shared - copied).abs().max() < TOLERANCE
+
+
+def _shared_path_ran(model: nn.Module, theta: mb.Params) -> bool:
+    """Whether ``batched_forward`` of expanded theta records the shared-filter convolution."""
+    shared, _ = shared_and_copied(theta, 3)
+    outputs = batched_forward(model, shared, inputs(3, 4, 2, 9, 9))
+    names, stack = set(), [outputs.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return "_SharedFilterConv2dBackward" in names
+
+
+def test_shared_filter_convolution_has_exact_third_derivatives(make_model):
+    conv = make_model(lambda: nn.Conv2d(2, 3, 3, stride=2, padding=1))
+    x = inputs(2, 3, 2, 5, 5).requires_grad_()
+
+    def outputs(x, weight, bias):
+        params = {"weight": weight.expand(2, *weight.shape), "bias": bias.expand(2, *bias.shape)}
+        return batched_forward(conv, params, x)
+
+    theta = [tensor.detach().requires_grad_() for tensor in (conv.weight, conv.bias)]
+    assert torch.autograd.gradgradcheck(outputs, (x, *theta))
+
+
+def test_filters_shared_by_all_tasks_are_not_copied_for_backward(make_model, theta):
+    """The expanded filters are kept for backward as theta's one copy, not T copies."""
+    model = make_model(lambda: nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3)))
+    num_tasks, x = 5, inputs(5, 2, 2, 7, 7)
+    saved = []
+    for params in shared_and_copied(theta(model), num_tasks):
+
+        def inner_gradient(params=params):
+            losses = batched_task_losses(
+                model, params, x, torch.zeros(num_tasks, 2, 4, 3, 3).double(), F.mse_loss
+            )
+            return torch.autograd.grad(losses.sum(), list(params.values()), create_graph=True)
+
+        saved.append(mb.profiling.peak_saved_bytes(inner_gradient))
+    shared_saved, copied_saved = saved
+    filter_bytes = sum(conv.weight.nbytes for conv in model if isinstance(conv, nn.Conv2d))
+    # The inner gradient keeps three one-element stand-ins, for the shapes given to
+    # torch.nn.grad's conv2d_input (second layer) and conv2d_weight (both layers).
+    stand_ins = 3 * x.element_size()
+    saving = (num_tasks - 1) * filter_bytes
+    assert saving - stand_ins <= copied_saved - shared_saved <= saving
+
+
 class Doubled(nn.Module):
     def __init__(self) -> None:
         super().__init__()
