@@ -172,7 +172,7 @@ class _SharedFilterConv2d(torch.autograd.Function):
         out = F.conv2d(images, weight[0], None if bias is None else bias[0], stride, padding, dilation)
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding, ctx.dilation = stride, padding, dilation
-        return out.view(x.shape[0], -1, *out.shape[2:])  # (K*T, out, H', W') -> (K, T*out, H', W')
+        return out.reshape(x.shape[0], -1, *out.shape[2:])  # (K*T, out, H', W') -> (K, T*out, H', W')
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -184,13 +184,13 @@ class _SharedFilterConv2d(torch.autograd.Function):
             images_shape = (x.shape[0] * num_tasks, x.shape[1] // num_tasks, *x.shape[2:])
             per_image = grad_out.reshape(images_shape[0], -1, *grad_out.shape[2:])  # (K*T, out, H', W')
             grad_x = torch.nn.grad.conv2d_input(images_shape, weight[0], per_image, *geometry)
-            grad_x = grad_x.view(x.shape)
+            grad_x = grad_x.reshape(x.shape)
         if ctx.needs_input_grad[1]:
             filters_shape = (num_tasks * weight.shape[1], *weight.shape[2:])  # (T*out, C, kh, kw)
             grad_weight = torch.nn.grad.conv2d_weight(x, filters_shape, grad_out, *geometry, groups=num_tasks)
-            grad_weight = grad_weight.view(weight.shape)
+            grad_weight = grad_weight.reshape(weight.shape)
         if ctx.needs_input_grad[2]:
-            grad_bias = grad_out.sum((0, 2, 3)).view(num_tasks, -1)  # (T*out,) -> (T, out)
+            grad_bias = grad_out.sum((0, 2, 3)).reshape(num_tasks, -1)  # (T*out,) -> (T, out)
         return grad_x, grad_weight, grad_bias, None, None, None
 
 
