@@ -1,8 +1,9 @@
 """Run ``meta_iteration.py`` over the grid the book's appendix plots, one JSON record per point.
 
 The grid: the sinusoid setting with 1, 5 and 10 inner steps (25 tasks) and with 5 to 100
-tasks (1 step), and the Omniglot setting with 1 step and 32 tasks; every point also
-measures peak memory. With ``--peers`` (run it with the peers' environment, see
+tasks (1 step), and the Omniglot setting with 1, 5 and 10 inner steps (32 tasks; few
+rounds at 5 and 10 steps, where a round of every method takes about a minute); every
+point also measures peak memory. With ``--peers`` (run it with the peers' environment, see
 ``benchmarks/peers/README.md``) every point also runs higher, torchopt and learn2learn.
 
 Run from the repository root::
@@ -41,6 +42,8 @@ GRID = (
     Point("sinusoid", 1, 50, 50),
     Point("sinusoid", 1, 100, 30),
     Point("omniglot", 1, 32, 10),
+    Point("omniglot", 5, 32, 3),
+    Point("omniglot", 10, 32, 3),
 )
 
 
