@@ -380,21 +380,25 @@ def time_in_processes(settings: Settings, argv: list[str]) -> dict[str, list[flo
     return times
 
 
-def seeded_model_and_batch(settings: Settings) -> tuple[nn.Module, mb.TaskBatch]:
-    """The network and the batch of tasks every method runs on, both from ``settings.seed``,
-    without touching the global random state."""
-    problem = PROBLEMS[settings.problem]
+def seeded_model_and_batch(
+    problem_name: str, meta_batch_size: int, seed: int, device: str
+) -> tuple[nn.Module, mb.TaskBatch]:
+    """The network of ``PROBLEMS[problem_name]`` and a batch of ``meta_batch_size`` of its
+    tasks, both from ``seed``, on ``device``, without touching the global random state."""
+    problem = PROBLEMS[problem_name]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        model = problem.make_model().to(settings.device)
-    batch = problem.sample(settings.meta_batch_size, torch.Generator().manual_seed(settings.seed))
-    return model, batch.to(settings.device)
+        torch.manual_seed(seed)
+        model = problem.make_model().to(device)
+    batch = problem.sample(meta_batch_size, torch.Generator().manual_seed(seed))
+    return model, batch.to(device)
 
 
 def time_one(settings: Settings, method: str) -> None:
     """``--time-one``: run one method's iterations in this process and print their times (ms) as JSON."""
     problem = PROBLEMS[settings.problem]
-    model, batch = seeded_model_and_batch(settings)
+    model, batch = seeded_model_and_batch(
+        settings.problem, settings.meta_batch_size, settings.seed, settings.device
+    )
     losses = meta_losses(problem, (method,), steps=settings.inner_steps)
     step = make_steps(problem, model, batch, losses, (method,))[method]
     times = time_interleaved(
@@ -723,7 +727,9 @@ def main(argv: list[str] | None = None) -> int:
         time_one(settings, args.time_one)
         return 0
 
-    model, batch = seeded_model_and_batch(settings)
+    model, batch = seeded_model_and_batch(
+        settings.problem, settings.meta_batch_size, settings.seed, settings.device
+    )
     losses = meta_losses(problem, methods, steps=settings.inner_steps)
 
     gradient = meta_gradient_differences(problem, model, batch, losses)

@@ -33,7 +33,12 @@ import torch.nn.functional as F
 import mamlbook as mb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from meta_iteration import PROBLEMS, _int_at_least, time_interleaved  # noqa: E402  (benchmarks/meta_iteration.py)
+from meta_iteration import (  # noqa: E402  (benchmarks/meta_iteration.py)
+    PROBLEMS,
+    _int_at_least,
+    seeded_model_and_batch,
+    time_interleaved,
+)
 
 
 def timed_calls(
@@ -42,10 +47,7 @@ def timed_calls(
     """One call per measured pass (``maml_loss`` with its backward, and each plain query
     pass), and the number of query images."""
     problem = PROBLEMS[problem_name]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = problem.make_model()
-    batch = problem.sample(meta_batch_size, torch.Generator().manual_seed(0))
+    model, batch = seeded_model_and_batch(problem_name, meta_batch_size, seed=0, device="cpu")
     params = dict(model.named_parameters())
     images = batch.query_x.flatten(0, 1)  # (T * Q, C, H, W)
     labels = batch.query_y.flatten(0, 1)
