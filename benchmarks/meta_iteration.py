@@ -605,7 +605,9 @@ def results_record(
     }
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``, else an error saying what was expected."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -624,29 +626,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--setting", choices=sorted(PROBLEMS), default="sinusoid", help="default sinusoid")
     parser.add_argument(
         "--repeats",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="timed rounds (default 500 sinusoid, 10 omniglot)",
     )
     parser.add_argument(
         "--warmup",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=None,
         help="untimed rounds (default 20 sinusoid, 2 omniglot)",
     )
     parser.add_argument(
-        "--threads", type=_int_at_least(1), default=None, help="torch.set_num_threads (default: torch's own)"
+        "--threads", type=int_at_least(1), default=None, help="torch.set_num_threads (default: torch's own)"
     )
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="default cpu")
-    parser.add_argument("--inner-steps", type=_int_at_least(1), default=1, help="inner SGD steps (default 1)")
+    parser.add_argument("--inner-steps", type=int_at_least(1), default=1, help="inner SGD steps (default 1)")
     parser.add_argument(
         "--meta-batch-size",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="tasks T (default 25 sinusoid, 32 omniglot)",
     )
     parser.add_argument(
-        "--seed", type=_int_at_least(0), default=0, help="initialisation and tasks (default 0)"
+        "--seed", type=int_at_least(0), default=0, help="initialisation and tasks (default 0)"
     )
     parser.add_argument("--no-plain", action="store_true", help="leave out the plain Adam step (the floor)")
     parser.add_argument(
@@ -654,7 +656,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--processes",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         metavar="N",
         help="time each method in N processes of its own, not interleaved in this one",

@@ -35,7 +35,7 @@ import mamlbook as mb
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from meta_iteration import (  # noqa: E402  (benchmarks/meta_iteration.py)
     PROBLEMS,
-    _int_at_least,
+    int_at_least,
     seeded_model_and_batch,
     time_interleaved,
 )
@@ -70,14 +70,14 @@ def timed_calls(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=_int_at_least(1), default=6, help="timed rounds (default 6)")
-    parser.add_argument("--warmup", type=_int_at_least(0), default=1, help="untimed rounds (default 1)")
+    parser.add_argument("--repeats", type=int_at_least(1), default=6, help="timed rounds (default 6)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=1, help="untimed rounds (default 1)")
     parser.add_argument(
-        "--meta-batch-size", type=_int_at_least(1), default=32, help="tasks T (default 32, the paper's)"
+        "--meta-batch-size", type=int_at_least(1), default=32, help="tasks T (default 32, the paper's)"
     )
     parser.add_argument(
         "--batch-sizes",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         nargs="+",
         default=[75, 300, 2400],
         help="images per plain query pass (default 75 300 2400: one task, four, all 32)",
