@@ -4,8 +4,9 @@ Two settings of the paper (Finn et al., 2017): ``sinusoid`` (section 5.1: the ML
 1-40-40-1, K = 10 support and 10 query points per task, alpha = 0.01, MSE, 25 tasks) and
 ``omniglot`` (section 5.2: ``Conv4`` with 64 filters, 5-way 1-shot with 15 queries per
 class, alpha = 0.4, cross-entropy, 32 tasks). A meta-iteration is forward, backward and
-an outer Adam step (beta = 1e-3); sampling the tasks is not timed (one fixed batch is
-reused). The methods are
+an outer Adam step (beta = 1e-3: ``mamlbook.outer.OuterAdam`` for ``maml_loss``, as
+``mamlbook.meta_train`` takes it, ``torch.optim.Adam`` for the others); sampling the tasks
+is not timed (one fixed batch is reused). The methods are
 
 1. ``maml_loss``: ``mamlbook.maml_loss``, vectorised over tasks (batched tensor operations
    for known layers, ``torch.func.vmap`` otherwise);
@@ -62,7 +63,7 @@ OUTER_LR = 1e-3  # beta, the paper's (Adam)
 GRADIENT_TOLERANCE = 1e-10  # max abs difference allowed between two meta-gradients (float64)
 BASE_METHODS = ("maml_loss", "loop", "plain")
 DESCRIPTIONS = {
-    "maml_loss": "mamlbook.maml_loss (batched over tasks)",
+    "maml_loss": "mamlbook.maml_loss (batched), OuterAdam",
     "loop": "per-task loop (autograd.grad)",
     "plain": "plain Adam step (no meta)",
     "higher": "higher, innerloop_ctx per task",
@@ -291,22 +292,36 @@ def make_steps(
 
     The copies start from the same weights and each has its own Adam optimiser, so
     the methods do not share state; every call is one full iteration (forward,
-    backward, Adam step) on ``batch``.
+    backward, Adam step) on ``batch``. ``maml_loss`` steps with ``OuterAdam`` as
+    ``mamlbook.meta_train`` does, every other method with ``torch.optim.Adam``: the
+    same update (``tests/test_outer.py``), at a different cost.
     """
     flat = plain_loss(problem, batch)
     loss_of = {
         name: (lambda net, params, loss=loss: loss(net, params, batch)) for name, loss in losses.items()
     }
     loss_of["plain"] = lambda net, params: flat(net)
-    return {method: _training_step(copy.deepcopy(model), loss_of[method]) for method in methods}
+    return {
+        method: _training_step(
+            copy.deepcopy(model),
+            loss_of[method],
+            mb.outer.OuterAdam if method == "maml_loss" else torch.optim.Adam,
+        )
+        for method in methods
+    }
 
 
-def _training_step(net: nn.Module, loss_of: Callable[[nn.Module, mb.Params], torch.Tensor]) -> StepFn:
+def _training_step(
+    net: nn.Module,
+    loss_of: Callable[[nn.Module, mb.Params], torch.Tensor],
+    optimizer_class: type[torch.optim.Adam] | type[mb.outer.OuterAdam],
+) -> StepFn:
     params = dict(net.named_parameters())
-    optimizer = torch.optim.Adam(params.values(), lr=OUTER_LR)
+    optimizer = optimizer_class(params.values(), lr=OUTER_LR)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
+        for tensor in params.values():
+            tensor.grad = None
         loss_of(net, params).backward()
         optimizer.step()
 

@@ -7,15 +7,15 @@ The core API, re-exported here:
 - ``meta_train``, ``MetaTrainConfig``: the outer loop; ``evaluate``: losses on new tasks.
 - ``save_params``, ``load_params``: checkpoints.
 
-Submodules: ``tasks``, ``models``, ``gradcheck``, and, loaded on first use (they import
-more, matplotlib for one), ``data`` (Omniglot), ``plotting``, ``checks``, ``baselines``,
-``reptile``, ``profiling`` and ``analysis``. Importing the package changes no global
-state.
+Submodules: ``tasks``, ``models``, ``gradcheck``, ``outer`` (the outer optimiser),
+and, loaded on first use (they import more, matplotlib for one), ``data`` (Omniglot),
+``plotting``, ``checks``, ``baselines``, ``reptile``, ``profiling`` and ``analysis``.
+Importing the package changes no global state.
 """
 
 import importlib
 
-from . import gradcheck, models, tasks
+from . import gradcheck, models, outer, tasks
 from .checkpoint import load_params, save_params
 from .evaluation import EvaluationResult, evaluate
 from .inner import adapt
@@ -54,6 +54,7 @@ __all__ = [
     "maml_loss",
     "meta_train",
     "models",
+    "outer",
     "resolve_device",
     "save_params",
     "tasks",

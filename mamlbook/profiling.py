@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .meta import maml_loss
+from .outer import OuterAdam
 from .reptile import reptile_step
 from .types import LossFn, TaskBatch
 from .validation import check_int
@@ -192,7 +193,8 @@ def meta_iteration(
 
     It updates its own copy of the model's parameters, so it can be called again and
     again. MAML and FOMAML: ``maml_loss`` (second or first order), backward and an Adam
-    step of size ``outer_lr``. Reptile: ``reptile_step`` with ``outer_step_size``.
+    step of size ``outer_lr`` (``mamlbook.outer.OuterAdam``, as in ``meta_train``).
+    Reptile: ``reptile_step`` with ``outer_step_size``.
 
     Args:
         algorithm: one of ``ALGORITHMS``.
@@ -207,11 +209,11 @@ def meta_iteration(
     settings = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": steps}
     if algorithm == "Reptile":
         return lambda: reptile_step(model, params, batch, outer_step_size=outer_step_size, **settings)
-    optimizer = torch.optim.Adam(params.values(), lr=outer_lr)
+    optimizer = OuterAdam(params.values(), lr=outer_lr)
 
     def maml_iteration() -> None:
         loss = maml_loss(model, params, batch, first_order=algorithm == "FOMAML", **settings)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 

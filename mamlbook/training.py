@@ -12,6 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .meta import maml_loss
+from .outer import OuterAdam
 from .types import InnerLR, LossFn, TaskBatch
 from .validation import check_adapt_only, check_inner_lr, check_int, check_loss_fn, check_positive_float
 
@@ -191,8 +192,8 @@ def meta_train(
     """Meta-train the parameters of ``model`` in place with MAML (or a successor) and Adam.
 
     Each iteration samples ``config.meta_batch_size`` tasks, computes ``maml_loss`` and
-    takes one Adam step on the model's parameters and on any learned inner rates. The
-    model is moved to ``device``.
+    takes one Adam step (``mamlbook.outer.OuterAdam``) on the model's parameters and
+    on any learned inner rates. The model is moved to ``device``.
 
     Args:
         model: the network whose parameters are theta.
@@ -214,7 +215,7 @@ def meta_train(
     model.to(device)
     params = dict(model.named_parameters())
     rates, as_inner_lr = learned_inner_rates(params, config)
-    optimizer = torch.optim.Adam([*params.values(), *rates.values()], lr=config.outer_lr)
+    optimizer = OuterAdam([*params.values(), *rates.values()], lr=config.outer_lr)
 
     def adam_step(batch: TaskBatch, iteration: int) -> torch.Tensor:
         step_weights = None
@@ -233,7 +234,7 @@ def meta_train(
             adapt_only=config.adapt_only,
             step_weights=step_weights,
         )
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         return loss.detach()

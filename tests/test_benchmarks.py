@@ -1,4 +1,4 @@
-"""``benchmarks/meta_iteration.py`` run in-process on tiny settings: its record, and its gradient check."""
+"""The scripts of ``benchmarks/`` run in-process on tiny settings: their records and their checks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import meta_iteration  # noqa: E402  (benchmarks/meta_iteration.py)
+import outer_step  # noqa: E402  (benchmarks/outer_step.py)
 import query_floor  # noqa: E402  (benchmarks/query_floor.py)
 
 
@@ -79,3 +80,12 @@ def test_query_floor_prints_maml_loss_and_each_plain_query_pass(capsys):
     assert "over its 150 query images" in lines[0]
     assert [line.split()[0] for line in lines[1:]] == ["maml_loss", "query/75", "query/150"]
     assert all("ms median" in line for line in lines[1:])
+
+
+@pytest.mark.parametrize("setting, tensors", [("sinusoid", 6), ("omniglot", 14)])
+def test_outer_step_times_both_optimisers_and_finds_them_equal(capsys, setting, tensors):
+    assert outer_step.main(["--setting", setting, "--repeats", "3", "--warmup", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"{setting} ({tensors} tensors" in lines[0]
+    assert [line.split()[0] for line in lines[1:3]] == ["torch.optim.Adam", "OuterAdam"]
+    assert lines[-1] == "parameters after 4 steps equal to the last bit: True"
