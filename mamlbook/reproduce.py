@@ -323,4 +323,11 @@ def format_record(record: dict[str, object]) -> str:
 
 def _intervals(means: list[float], ci95s: list[float]) -> str:
     """``mean ± ci95`` for each step, joined by slashes."""
-    return " / ".join(f"{mean:.2f} ± {ci:.2f}" for mean, ci in zip(means, ci95s, strict=True))
+    return " / ".join(_interval(mean, ci) for mean, ci in zip(means, ci95s, strict=True))
+
+
+def _interval(mean: float, ci95: float) -> str:
+    """``mean ± ci95`` with two decimals, or three significant digits where a task has blown
+    the mean up past 1e4."""
+    spec = ".2f" if abs(mean) < 1e4 else ".3g"
+    return f"{mean:{spec}} ± {ci95:{spec}}"

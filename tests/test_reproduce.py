@@ -153,6 +153,12 @@ def test_diverged_test_tasks_are_counted_and_the_others_reported_beside_them():
     assert lines[-1].strip() == "the other 2: 2.00 ± 1.96 / 1.00 ± 0.98"
 
 
+def test_a_blown_up_mean_is_printed_in_scientific_notation():
+    assert reproduce._intervals([0.55, 4.7088e11, float("nan")], [0.05, 9.2293e11, float("nan")]) == (
+        "0.55 ± 0.05 / 4.71e+11 ± 9.23e+11 / nan ± nan"
+    )
+
+
 def test_a_run_without_diverged_tasks_reports_no_second_mean():
     per_task = torch.tensor([[2.0, 1.0], [4.0, 3.0]])
     report = reproduce._report(EvaluationResult(per_task, per_task.mean(0), per_task.std(0)), (1,))
