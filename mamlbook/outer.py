@@ -37,6 +37,12 @@ class OuterAdam:
         lr: beta of the book, Adam's step size, > 0.
         betas: the decay rates of m and v, each in [0, 1).
         eps: added to the denominator, >= 0.
+
+    Attributes:
+        params: the tensors, in the order given.
+        steps: n of each tensor.
+        exp_avg: m of each tensor, of its shape.
+        exp_avg_sq: v of each tensor, of its shape.
     """
 
     def __init__(

@@ -1,19 +1,19 @@
 """Checkers for the book's exercises: call one on your own function to get a verdict.
 
 Each checker runs the function on small fixed problems, compares it with the
-package's reference implementation and returns a :class:`~mamlbook.checks._result.CheckResult`: correct, or a
+package's reference implementation and returns a :class:`~mamlbook.checks.result.CheckResult`: correct, or a
 hint that names the likely mistake (for MAML: a missing ``create_graph``, adapting on
 the query set, an in-place update, a wrong sign, the wrong averaging axis, not
 starting each task from theta) without printing the solution.
 """
 
-from ._result import CheckResult
-
-# Each chapter's checkers are re-exported below, one import line per chapter module.
+# Each chapter's checkers are re-exported below, one import line per chapter module,
+# beside the verdict they all return (``result``).
 from .autograd import check_sgd_step
 from .first_order import check_fomaml_gradient, check_reptile_step
 from .gradient_descent import check_gradient_descent, check_linear_regression_gradient
 from .maml import check_maml_loss
+from .result import CheckResult
 from .tasks import check_fine_tune_scores, check_mean_and_ci95
 
 __all__ = [

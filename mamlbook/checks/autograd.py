@@ -11,7 +11,7 @@ from torch.func import functional_call
 
 from ..models import MLP
 from ..types import Params
-from ._result import CheckResult
+from .result import CheckResult
 
 SgdStep = Callable[..., Params]
 """``sgd_step(model, params, x, y, loss_fn, lr) -> new params``."""

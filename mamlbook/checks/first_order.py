@@ -26,7 +26,7 @@ from ..inner import inner_loop, per_task, task_losses
 from ..models import MLP
 from ..tasks import Sinusoid
 from ..types import Params, TaskBatch
-from ._result import CheckResult
+from .result import CheckResult
 
 _INNER_LR = 0.05
 _TOLERANCE = {"rtol": 1e-7, "atol": 1e-10}

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._result import CheckResult
+from .result import CheckResult
 
 _TOLERANCE = {"rtol": 1e-9, "atol": 1e-12}
 

@@ -33,7 +33,7 @@ from ..inner import inner_loop, per_task, task_losses
 from ..models import MLP
 from ..tasks import Sinusoid
 from ..types import LossFn, Params, TaskBatch
-from ._result import CheckResult
+from .result import CheckResult
 
 _INNER_LR = 0.05
 _PROBLEMS = ((1, F.mse_loss), (2, F.mse_loss), (1, F.huber_loss))  # (steps, loss_fn)

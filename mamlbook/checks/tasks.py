@@ -13,7 +13,7 @@ from ..inner import adapt, inner_loop, per_task, task_losses
 from ..models import MLP
 from ..tasks import Sinusoid
 from ..types import Params, TaskBatch
-from ._result import CheckResult
+from .result import CheckResult
 
 _Z95 = 1.96  # the 97.5 % quantile of the standard normal distribution
 _STEPS = 3  # fine-tuning steps asked of score_tasks
