@@ -49,15 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         "OuterAdam": mb.outer.OuterAdam(tensors["OuterAdam"], lr=OUTER_LR),
     }
     generator = torch.Generator().manual_seed(0)
-
-    def new_gradients() -> None:
-        for index, reference in enumerate(tensors["torch.optim.Adam"]):
-            grad = torch.randn(reference.shape, generator=generator)
-            for name in tensors:
-                tensors[name][index].grad = grad.clone()
-
+    for theirs, ours in zip(tensors["torch.optim.Adam"], tensors["OuterAdam"], strict=True):
+        theirs.grad = torch.randn(theirs.shape, generator=generator)
+        ours.grad = theirs.grad.clone()
     calls = {name: optimizer.step for name, optimizer in optimizers.items()}
-    new_gradients()
     times = time_interleaved(calls, warmup=args.warmup, repeats=args.repeats, device="cpu")
     num_values = sum(tensor.numel() for tensor in tensors["OuterAdam"])
     print(

@@ -13,12 +13,12 @@ last bit (``tests/test_outer.py``).
 
 from __future__ import annotations
 
-import math
+import numbers
 from collections.abc import Iterable
 
 import torch
 
-from .validation import check_positive_float
+from .validation import check_nonnegative_float, check_positive_float
 
 
 class OuterAdam:
@@ -68,16 +68,12 @@ class OuterAdam:
         if not (isinstance(betas, tuple) and len(betas) == 2):
             raise TypeError(f"betas must be a pair of numbers (beta1, beta2), got {betas!r}")
         for name, beta in zip(("betas[0]", "betas[1]"), betas, strict=True):
-            if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
+            if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
+                raise TypeError(f"{name} must be a real number, got {type(beta).__name__}")
+            if not 0.0 <= beta < 1.0:
                 raise ValueError(f"{name} must be a number in [0, 1), got {beta!r}")
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
-        if (
-            isinstance(eps, bool)
-            or not isinstance(eps, (int, float))
-            or not (math.isfinite(eps) and eps >= 0)
-        ):
-            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = check_nonnegative_float("eps", eps)
         self.steps = [0] * len(self.params)  # n of each tensor
         self.exp_avg = [
             torch.zeros_like(tensor, memory_format=torch.preserve_format) for tensor in self.params

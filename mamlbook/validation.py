@@ -25,12 +25,17 @@ class NonFiniteLossError(ValueError):
 def check_inner_lr(inner_lr: object, name: str = "inner_lr") -> float:
     """Return ``inner_lr`` as a float; it must be a finite number >= 0. ``name`` is the
     argument's name in the messages."""
-    if isinstance(inner_lr, bool) or not isinstance(inner_lr, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(inner_lr).__name__}")
-    inner_lr = float(inner_lr)
-    if not math.isfinite(inner_lr) or inner_lr < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {inner_lr}")
-    return inner_lr
+    return check_nonnegative_float(name, inner_lr)
+
+
+def check_nonnegative_float(name: str, value: object) -> float:
+    """Return ``value`` as a float; it must be finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
 
 
 def check_positive_float(name: str, value: object) -> float:

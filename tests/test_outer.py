@@ -118,6 +118,7 @@ def test_meta_train_takes_the_steps_of_torch_adam():
         ({"lr": "fast"}, TypeError, "lr must be a real number, got str"),
         ({"betas": (0.9, 1.0)}, ValueError, r"betas\[1\] must be a number in \[0, 1\), got 1.0"),
         ({"betas": [0.9, 0.999]}, TypeError, "betas must be a pair of numbers"),
+        ({"betas": (0.9, "slow")}, TypeError, r"betas\[1\] must be a real number, got str"),
         ({"eps": -1e-8}, ValueError, "eps must be a finite number >= 0, got -1e-08"),
     ],
 )
