@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 import mamlbook as mb
-from mamlbook.validation import check_inner_lr, check_int, check_loss_fn, check_task_batch
 
 PEERS = ("higher", "torchopt", "learn2learn")
 
@@ -98,9 +97,12 @@ def make_peer_meta_loss(
     module, reason = _import_peer(_check_name(name))
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_loss_fn(loss_fn)
-    inner_lr = check_inner_lr(inner_lr)
-    steps = check_int("steps", steps, minimum=0)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(prediction, target), got {loss_fn!r}")
+    if not isinstance(inner_lr, (int, float)):
+        raise TypeError(f"inner_lr must be a number: the peers take one rate, got {type(inner_lr).__name__}")
+    mb.InnerLoop.of(dict(model.named_parameters()), inner_lr=inner_lr, steps=steps)  # checks both
+    inner_lr = float(inner_lr)
     if module is None:
         raise ImportError(f"peer {name!r} is not available: {reason}")
     build = {"higher": _higher_meta_loss, "torchopt": _torchopt_meta_loss, "learn2learn": _l2l_meta_loss}
@@ -109,7 +111,7 @@ def make_peer_meta_loss(
 
 def _tasks(batch: mb.TaskBatch):
     """The batch's tasks, one ``(support_x, support_y, query_x, query_y)`` at a time."""
-    return zip(*check_task_batch(batch), strict=True)
+    return zip(*batch, strict=True)
 
 
 def _higher_meta_loss(

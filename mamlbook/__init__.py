@@ -2,27 +2,30 @@
 
 The core API, re-exported here:
 
-- ``Params``, ``TaskBatch``, ``InnerLR``: the data types.
+- ``Params``, ``TaskBatch``, ``InnerLR``, ``TaskLosses``: the data types.
+- ``InnerLoop``: the inner loop's options as one value.
 - ``adapt``: the inner loop on one task; ``maml_loss``: the meta-objective over T tasks.
 - ``meta_train``, ``MetaTrainConfig``: the outer loop; ``evaluate``: losses on new tasks.
-- ``save_params``, ``load_params``: checkpoints.
+- ``save_params``, ``load_params``: checkpoints; ``NonFiniteLossError``.
 
-Submodules: ``tasks``, ``models``, ``gradcheck``, ``outer`` (the outer optimiser),
-and, loaded on first use (they import more, matplotlib for one), ``data`` (Omniglot),
-``plotting``, ``checks``, ``baselines``, ``reptile``, ``profiling`` and ``analysis``.
+Submodules: ``inner`` (the inner loop), ``meta`` (MAML), ``reference`` (the same as a
+plain loop), ``backends`` and ``fast`` (faster ways to compute it), ``tasks``,
+``models``, ``gradcheck``, ``outer`` (the outer optimiser), ``errors``, and, loaded on
+first use (they import more, matplotlib for one), ``data`` (Omniglot), ``plotting``,
+``checks``, ``baselines``, ``reptile``, ``profiling``, ``analysis`` and ``reproduce``.
 Importing the package changes no global state.
 """
 
 import importlib
 
-from . import gradcheck, models, outer, tasks
+from . import backends, errors, fast, gradcheck, inner, meta, models, outer, reference, tasks
 from .checkpoint import load_params, save_params
+from .errors import NonFiniteLossError
 from .evaluation import EvaluationResult, evaluate
-from .inner import adapt
-from .meta import maml_loss
+from .inner import InnerLoop
+from .meta import adapt, maml_loss
 from .training import MetaTrainConfig, TrainingHistory, meta_train, resolve_device
-from .types import InnerLR, LossFn, Params, TaskBatch
-from .validation import NonFiniteLossError
+from .types import InnerLR, LossFn, Params, TaskBatch, TaskLosses, TaskSampler
 
 __version__ = "0.1.0"
 
@@ -41,20 +44,29 @@ def __getattr__(name: str):
 __all__ = [
     "EvaluationResult",
     "InnerLR",
+    "InnerLoop",
     "LossFn",
     "MetaTrainConfig",
     "NonFiniteLossError",
     "Params",
     "TaskBatch",
+    "TaskLosses",
+    "TaskSampler",
     "TrainingHistory",
     "adapt",
+    "backends",
+    "errors",
     "evaluate",
+    "fast",
     "gradcheck",
+    "inner",
     "load_params",
     "maml_loss",
+    "meta",
     "meta_train",
     "models",
     "outer",
+    "reference",
     "resolve_device",
     "save_params",
     "tasks",

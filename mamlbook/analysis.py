@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ._checks import check_params
 from .types import Params
-from .validation import check_params
 
 
 def centered_gram(x: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ._checks import check_int, check_loss_fn, check_positive_float, check_task_batch
 from .evaluation import EvaluationResult, evaluate
 from .tasks import Sinusoid
-from .training import MetaTrainConfig, TaskSampler, TrainingHistory, meta_train
-from .types import LossFn, Params, TaskBatch
-from .validation import check_int, check_loss_fn, check_positive_float, check_task_batch
+from .training import MetaTrainConfig, TrainingHistory, meta_train
+from .types import LossFn, Params, TaskBatch, TaskSampler
 
 
 def pretrain(

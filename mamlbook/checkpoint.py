@@ -1,19 +1,18 @@
-"""Saving and loading meta-learned parameters, and writing any file atomically."""
+"""Saving and loading meta-learned parameters."""
 
 from __future__ import annotations
 
 import functools
 import os
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from torch import nn
 
+from ._checks import check_params
+from ._files import write_atomically
 from .types import Params
-from .validation import check_params
 
 
 def save_params(params: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
@@ -36,25 +35,6 @@ def save_params(params: Mapping[str, torch.Tensor], path: str | os.PathLike) -> 
     state = {name: tensor.detach().cpu() for name, tensor in params.items()}
     write_atomically(path, functools.partial(torch.save, state))
     return path
-
-
-def write_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` through a temporary file beside it, moved into place once ``fill`` returns.
-
-    ``fill(file)`` writes the content to a file open in binary mode. A reader sees the
-    old file or the complete new one, never a partial one, and an interrupted write
-    leaves no temporary file. The folder must exist; the file gets the permissions the
-    umask gives.
-    """
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with temporary.open("xb") as file:
-            fill(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def load_params(

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from .checkpoint import write_atomically
+from ._files import write_atomically
 from .reproduce import EXPERIMENTS, PRESETS, format_record, reproduce
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -10,15 +11,10 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .inner import inner_step, per_task, rate_at_step, task_losses
+from ._checks import check_int, check_loss_fn, check_params, check_task_batch, params_device
+from .backends import Backend, Problem, choose_backend
+from .inner import InnerLoop, adaptation, per_task
 from .types import InnerLR, LossFn, Params, TaskBatch
-from .validation import (
-    check_inner_loop_args,
-    check_int,
-    check_task_batch,
-    describe_inner_lr,
-    params_device,
-)
 
 
 class EvaluationResult(NamedTuple):
@@ -53,34 +49,20 @@ class EvaluationResult(NamedTuple):
 
 
 def _query_curves(
-    model: nn.Module,
-    theta: Params,
-    tasks: TaskBatch,
-    loss_fn: LossFn,
-    metric: LossFn,
-    inner_lr: InnerLR,
-    steps: int,
-    adapt_only: tuple[str, ...] | None,
+    chosen: Backend, problem: Problem, tasks: TaskBatch, metric: LossFn
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(T, steps + 1)`` query metric of each task after 0..steps first-order inner steps,
     and ``(T,)`` whether each task's support losses stayed finite."""
-    adapted, curve = per_task(theta, tasks.num_tasks), []
+    support_losses = chosen.task_losses(problem, tasks.support_x, tasks.support_y, problem.loss_fn)
+    query_scores = chosen.task_losses(problem, tasks.query_x, tasks.query_y, metric)
+    start = per_task(problem.params, tasks.num_tasks)
+    with torch.no_grad():
+        curve = [query_scores(start)]
     support_is_finite = torch.ones(tasks.num_tasks, dtype=torch.bool, device=tasks.support_x.device)
-    for step in range(steps + 1):
+    for step in adaptation(support_losses, start, problem.loop):
         with torch.no_grad():
-            curve.append(task_losses(model, adapted, tasks.query_x, tasks.query_y, metric))
-        if step < steps:
-            adapted, support_losses = inner_step(
-                model,
-                adapted,
-                tasks.support_x,
-                tasks.support_y,
-                loss_fn=loss_fn,
-                step_lr=rate_at_step(inner_lr, step),
-                first_order=True,
-                adapt_only=adapt_only,
-            )
-            support_is_finite &= torch.isfinite(support_losses)
+            curve.append(query_scores(step.adapted))
+        support_is_finite &= torch.isfinite(step.support_losses)
     return torch.stack(curve, dim=1), support_is_finite
 
 
@@ -90,15 +72,17 @@ def evaluate(
     batch: TaskBatch,
     *,
     loss_fn: LossFn,
-    inner_lr: InnerLR,
-    steps: int,
+    inner_lr: InnerLR | None = None,
+    steps: int | None = None,
     metric: LossFn | None = None,
     adapt_only: str | Sequence[str] | None = None,
+    inner_loop: InnerLoop | None = None,
     chunk_size: int = 1000,
+    backend: str | Backend = "auto",
 ) -> EvaluationResult:
     """Adapt ``params`` to each task of ``batch`` and record a query score after each step.
 
-    The same inner step as in training, run without building a graph for theta.
+    The same inner loop as in training, run without building a graph for theta.
     Tasks whose loss diverges are kept (their loss is NaN or inf) and reported with a
     warning, since divergence at evaluation is itself a result.
 
@@ -114,30 +98,33 @@ def evaluate(
         metric: ``metric(prediction, target) -> scalar`` recorded on the query set, e.g.
             ``mamlbook.tasks.classification_accuracy``; None records ``loss_fn``.
         adapt_only: adapt only these parameters (ANIL); None adapts all.
+        inner_loop: ``inner_lr``, ``steps`` and ``adapt_only`` as one ``InnerLoop`` (for
+            example ``TrainingHistory.inner_loop``), instead of them.
         chunk_size: tasks adapted at once, to bound memory.
+        backend: how the losses are evaluated (``mamlbook.backends``).
 
     Returns:
         The per-task query scores and their mean and 95 % interval after 0..n steps.
     """
-    inner_lr, steps, adapt_only = check_inner_loop_args(
-        model, params, loss_fn, inner_lr, steps, adapt_only=adapt_only
-    )
+    check_params(model, params)
+    check_loss_fn(loss_fn)
+    loop = InnerLoop.resolve(params, inner_loop, inner_lr=inner_lr, steps=steps, adapt_only=adapt_only)
     if metric is not None and not callable(metric):
         raise TypeError(f"metric must be None or callable as metric(prediction, target), got {metric!r}")
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
     batch = check_task_batch(batch, device=params_device(params))
     theta = {name: tensor.detach() for name, tensor in params.items()}
+    # The steps are first order: theta is detached, so no graph is wanted through them.
+    loop = dataclasses.replace(loop, first_order=True)
+    problem = Problem("evaluate", model, theta, loss_fn, loop, inputs=(batch.support_x, batch.query_x))
+    chosen = choose_backend(backend, problem)
     curves, finite_support = zip(
         *(
             _query_curves(
-                model,
-                theta,
+                chosen,
+                problem,
                 batch.slice_tasks(start, start + chunk_size),
-                loss_fn,
                 loss_fn if metric is None else metric,
-                inner_lr,
-                steps,
-                adapt_only,
             )
             for start in range(0, batch.num_tasks, chunk_size)
         ),
@@ -152,7 +139,7 @@ def evaluate(
             what, kept = "loss", "their scores are kept as they came"
         warnings.warn(
             f"{diverged} of {batch.num_tasks} tasks reached a non-finite {what} within "
-            f"{steps} inner steps at {describe_inner_lr(inner_lr)}; {kept}",
+            f"{loop.steps} inner steps at {loop.describe_rates()}; {kept}",
             RuntimeWarning,
             stacklevel=2,
         )

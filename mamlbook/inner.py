@@ -1,31 +1,204 @@
-"""The inner loop: adapting parameters to tasks by gradient descent (chapter 4).
+"""The inner loop: adapting parameters to tasks by gradient descent (chapters 4, 5 and 7).
 
-One implementation, ``inner_step`` (looped by ``inner_loop``), serves every algorithm.
-It adapts T tasks at once: each tensor of the parameters carries a leading task
-dimension, the T support losses are computed in one call with ``torch.func.vmap``, and
-one ``torch.autograd.grad`` of their sum gives every task's own gradient (task t's loss
-depends only on task t's parameters). ``adapt`` is its checked public form for one
-task. MAML's successors are options of the same step (chapter 7): ANIL adapts only
-some parameters (``adapt_only``), Meta-SGD and MAML++ use learned rates (``inner_lr``
-as tensors per parameter, and per step).
+One loop serves every algorithm. ``adaptation`` takes T tasks' parameters, each tensor
+with a leading task dimension, down the tasks' own losses one step at a time, and
+yields the parameters after each step; ``adapt``, ``maml_loss``, ``evaluate`` and
+Reptile consume it. Each step computes the T losses in one call and takes one
+``torch.autograd.grad`` of their sum: task t's loss depends only on task t's
+parameters, so the gradient of the sum holds every task's own gradient.
+
+The losses are any differentiable function of the parameters (``TaskLosses``): a
+supervised loss, or a policy-gradient surrogate. ``vmapped`` and ``looped`` build one
+from a function of a single task.
+
+The loop's options are one value, ``InnerLoop``: the rate of each step for each
+adapted parameter (MAML's alpha; the rates Meta-SGD and MAML++ learn), which
+parameters adapt (all, or ANIL's head), and whether the inner gradients are detached
+(first-order MAML).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import numbers
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 import torch
-from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
-from .batched import batched_task_losses
-from .types import InnerLR, LossFn, Params, StepLR
-from .validation import (
-    check_inner_loop_args,
-    check_support_set,
-    params_device,
-    raise_if_not_finite,
-)
+from ._checks import check_bool, check_int, check_nonnegative_float
+from .types import Params, TaskLosses
+
+Rate = float | torch.Tensor
+"""The rate of one inner step for one parameter: a number, or a tensor (a scalar or the
+parameter's shape)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerLoop:
+    """The inner loop's options, checked against the parameters once (``InnerLoop.of``).
+
+    ``meta_train`` records the one it trained with (``TrainingHistory.inner_loop``); pass
+    it as ``inner_loop=`` to ``adapt``, ``evaluate`` or ``maml_loss`` to adapt as in training.
+
+    Attributes:
+        rates: ``rates[s][name]``, the rate of inner step s for the adapted parameter
+            ``name``; one entry per step.
+        adapted: the names of the adapted parameters, in the order of the params; the
+            others pass through unchanged and still get a meta-gradient.
+        first_order: detach the inner gradients (first-order MAML).
+    """
+
+    rates: tuple[Mapping[str, Rate], ...]
+    adapted: tuple[str, ...]
+    first_order: bool = False
+
+    @property
+    def steps(self) -> int:
+        """The number of inner steps."""
+        return len(self.rates)
+
+    @classmethod
+    def of(
+        cls,
+        params: Mapping[str, torch.Tensor],
+        *,
+        inner_lr: object,
+        steps: object,
+        first_order: object = False,
+        adapt_only: object = None,
+    ) -> InnerLoop:
+        """The inner loop of these options for ``params``, each option checked.
+
+        Args:
+            params: theta, keyed like ``model.named_parameters()``.
+            inner_lr: alpha in one of three forms (``mamlbook.types.InnerLR``): a number
+                >= 0 for every parameter and step; a mapping from each adapted
+                parameter's name to a tensor, a scalar or of the parameter's shape
+                (Meta-SGD), used at every step; or a list of ``steps`` such rates (MAML++).
+            steps: the number of inner steps, an integer >= 0.
+            first_order: detach the inner gradients.
+            adapt_only: adapt only these parameters, each by its name or a module prefix
+                (``"head"`` selects ``head.weight`` and ``head.bias``: ANIL); None adapts all.
+        """
+        steps = check_int("steps", steps, minimum=0)
+        adapted = _select(params, adapt_only)
+        if isinstance(inner_lr, (list, tuple)):
+            if len(inner_lr) != steps:
+                raise ValueError(
+                    f"inner_lr has one rate per step for {len(inner_lr)} steps, but steps={steps}; "
+                    "give one rate per inner step"
+                )
+            rates = tuple(
+                _step_rates(rate, params, adapted, f"inner_lr[{step}]") for step, rate in enumerate(inner_lr)
+            )
+        else:
+            rates = (_step_rates(inner_lr, params, adapted, "inner_lr"),) * steps
+        return cls(rates, adapted, check_bool("first_order", first_order))
+
+    @classmethod
+    def resolve(
+        cls,
+        params: Mapping[str, torch.Tensor],
+        inner_loop: object,
+        *,
+        inner_lr: object,
+        steps: object,
+        first_order: object = False,
+        adapt_only: object = None,
+    ) -> InnerLoop:
+        """The inner loop of a public call, given as ``inner_loop`` or as its options."""
+        if inner_loop is None:
+            if inner_lr is None or steps is None:
+                raise TypeError("give inner_lr and steps, or an inner_loop (mamlbook.InnerLoop)")
+            return cls.of(
+                params, inner_lr=inner_lr, steps=steps, first_order=first_order, adapt_only=adapt_only
+            )
+        if not isinstance(inner_loop, InnerLoop):
+            raise TypeError(f"inner_loop must be a mamlbook.InnerLoop, got {type(inner_loop).__name__}")
+        if inner_lr is not None or steps is not None or first_order is not False or adapt_only is not None:
+            raise TypeError("give inner_loop alone, or inner_lr, steps and the other options, not both")
+        missing = [name for name in inner_loop.adapted if name not in params]
+        if missing:
+            raise ValueError(f"inner_loop adapts {missing}, which params does not hold")
+        for step, rates in enumerate(inner_loop.rates):
+            _step_rates(dict(rates), params, inner_loop.adapted, f"inner_loop.rates[{step}]")
+        return inner_loop
+
+    def options(self) -> set[str]:
+        """The options that differ from their defaults; a backend refuses any it does not compute."""
+        return {
+            field.name
+            for field in dataclasses.fields(self)
+            if field.default is not dataclasses.MISSING and getattr(self, field.name) != field.default
+        }
+
+    def describe_rates(self) -> str:
+        """The rates as an error message quotes them: ``inner_lr=0.01`` when one number."""
+        rates = [rate for step_rates in self.rates for rate in step_rates.values()]
+        if rates and all(isinstance(rate, float) for rate in rates) and len(set(rates)) == 1:
+            return f"inner_lr={rates[0]}"
+        return "the given per-parameter inner_lr"
+
+
+def _select(params: Mapping[str, torch.Tensor], adapt_only: object) -> tuple[str, ...]:
+    """The names of the parameters that ``adapt_only`` selects (ANIL), in params' order."""
+    if adapt_only is None:
+        return tuple(params)
+    entries = (adapt_only,) if isinstance(adapt_only, str) else adapt_only
+    if not isinstance(entries, Iterable) or not all(isinstance(entry, str) for entry in entries):
+        raise TypeError(f"adapt_only must be None, a name or a sequence of names, got {adapt_only!r}")
+    entries = tuple(entries)
+    if not entries:
+        raise ValueError("adapt_only is empty; pass None to adapt every parameter")
+
+    def selects(entry: str, name: str) -> bool:
+        return name == entry or name.startswith(entry + ".")
+
+    for entry in entries:
+        if not any(selects(entry, name) for name in params):
+            raise ValueError(
+                f"adapt_only entry {entry!r} matches no parameter; the parameters are {sorted(params)}"
+            )
+    return tuple(name for name in params if any(selects(entry, name) for entry in entries))
+
+
+def _step_rates(
+    rate: object, params: Mapping[str, torch.Tensor], adapted: tuple[str, ...], label: str
+) -> dict[str, Rate]:
+    """One step's rate for each adapted parameter: one number for all, or a tensor each."""
+    if not isinstance(rate, Mapping):
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(
+                f"{label} must be a number, a mapping from parameter names to tensors, or a list "
+                f"of those per step, got {type(rate).__name__}"
+            )
+        value = check_nonnegative_float(label, rate)
+        return dict.fromkeys(adapted, value)
+    missing = [name for name in adapted if name not in rate]
+    extra = [name for name in rate if name not in adapted]
+    if missing or extra:
+        raise ValueError(
+            f"{label} must hold a rate for exactly the adapted parameters; "
+            f"missing {missing}, not adapted {extra}"
+        )
+    for name in adapted:
+        tensor, param = rate[name], params[name]
+        if isinstance(tensor, float):
+            check_nonnegative_float(f"{label}[{name!r}]", tensor)
+            continue
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            raise TypeError(f"{label}[{name!r}] must be a floating-point tensor, got {tensor!r}")
+        if tensor.shape not in (torch.Size(), param.shape):
+            raise ValueError(
+                f"{label}[{name!r}] must be a scalar or of the parameter's shape {tuple(param.shape)}, "
+                f"got shape {tuple(tensor.shape)}"
+            )
+        if tensor.device != param.device:
+            raise ValueError(f"{label}[{name!r}] is on {tensor.device} but the params are on {param.device}")
+    return {name: rate[name] for name in adapted}
 
 
 def per_task(params: Params, num_tasks: int) -> Params:
@@ -33,190 +206,117 @@ def per_task(params: Params, num_tasks: int) -> Params:
     return {name: tensor.expand(num_tasks, *tensor.shape) for name, tensor in params.items()}
 
 
-def task_losses(
-    model: nn.Module, params_per_task: Params, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
-) -> torch.Tensor:
-    """The loss of each task with its own parameters, ``loss_fn(f(x_t; params_t), y_t)``.
+class Step(NamedTuple):
+    """T tasks after one inner step.
 
-    Models built of known layers (``mamlbook.batched``) run as batched tensor operations;
-    any other model is vmapped over the tasks with ``torch.func.functional_call``.
+    Attributes:
+        number: the steps taken so far, from 1.
+        adapted: the parameters after them, tensors ``(T, ...)``.
+        support_losses: ``(T,)`` losses at the parameters this step started from, detached.
+    """
+
+    number: int
+    adapted: Params
+    support_losses: torch.Tensor
+
+
+def adaptation(task_losses: TaskLosses, start: Params, loop: InnerLoop) -> Iterator[Step]:
+    """The inner loop: phi_{s+1} = phi_s - rate_s * grad L_t(phi_s), for T tasks at once.
+
+    The steps are differentiable with respect to ``start`` and learned rates, second
+    order, unless ``loop.first_order``; when neither requires grad, they are detached.
 
     Args:
-        params_per_task: tensors ``(T, ...)``, task t's parameters at index t.
-        x: ``(T, K, ...)`` inputs; y: ``(T, K, ...)`` targets.
+        task_losses: ``task_losses(params_per_task) -> (T,)``, each task's loss (the support loss).
+        start: phi_0, tensors ``(T, ...)`` (``per_task(theta, T)``).
+        loop: the rates, the adapted parameters and the order of the steps.
 
-    Returns:
-        ``(T,)`` losses.
+    Yields:
+        A ``Step`` after each of ``loop.steps`` steps.
     """
-    losses = batched_task_losses(model, params_per_task, x, y, loss_fn)  # None: not a known model
-    if losses is not None:
-        return losses
-
-    def one_task(params, task_x, task_y):
-        return loss_fn(functional_call(model, params, (task_x,)), task_y)
-
-    return vmap(one_task, randomness="different")(params_per_task, x, y)
+    adapted = start
+    for number, rates in enumerate(loop.rates, start=1):
+        adapted, losses = _descend(task_losses, adapted, rates, loop)
+        yield Step(number, adapted, losses)
 
 
-def rate_at_step(inner_lr: InnerLR, step: int) -> StepLR:
-    """The rate of inner step ``step`` (from 0): its entry of a per-step list, else ``inner_lr``."""
-    return inner_lr[step] if isinstance(inner_lr, (list, tuple)) else inner_lr
-
-
-def inner_step(
-    model: nn.Module,
-    params_per_task: Params,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    loss_fn: LossFn,
-    step_lr: StepLR,
-    first_order: bool,
-    adapt_only: Sequence[str] | None = None,
+def _descend(
+    task_losses: TaskLosses, params_per_task: Params, rates: Mapping[str, Rate], loop: InnerLoop
 ) -> tuple[Params, torch.Tensor]:
-    """One step phi_t <- phi_t - step_lr * grad L_t(phi_t) for T tasks at once. Unchecked.
-
-    The step is differentiable (second order) unless ``first_order``; when neither the
-    params nor the rates require grad, the result is detached.
-
-    Args:
-        params_per_task: tensors ``(T, ...)``, task t's parameters at index t (see ``per_task``).
-        x, y: ``(T, K, ...)`` support inputs and targets.
-        step_lr: a number, or a tensor per adapted name (a scalar or the parameter's shape).
-        adapt_only: the names of the parameters to update (None: all); the others pass
-            through unchanged, and the meta-gradient still reaches them.
-
-    Returns:
-        The updated parameters ``(T, ...)``, and the ``(T,)`` support losses before the step.
-    """
-    learned_rates = step_lr.values() if isinstance(step_lr, Mapping) else ()
-    tracks = any(tensor.requires_grad for tensor in (*params_per_task.values(), *learned_rates))
-    names = list(params_per_task) if adapt_only is None else adapt_only
+    """One gradient step of every task, and the ``(T,)`` losses it started from."""
+    learned = [rate for rate in rates.values() if isinstance(rate, torch.Tensor)]
+    tracks = any(tensor.requires_grad for tensor in (*params_per_task.values(), *learned))
     with torch.enable_grad():
         # A fresh view under grad mode: the gradients are taken with respect to it, which
         # also works for views made under torch.no_grad() (they have no history of their own).
         current = dict(params_per_task)
-        for name in names:
+        for name in loop.adapted:
             tensor = current[name]
             current[name] = (
                 tensor.view_as(tensor) if tensor.requires_grad else tensor.detach().requires_grad_()
             )
-        support_losses = task_losses(model, current, x, y, loss_fn)  # (T,)
+        losses = task_losses(current)  # (T,)
         grads = torch.autograd.grad(
-            support_losses.sum(),
-            [current[name] for name in names],
-            create_graph=not first_order,
+            losses.sum(),
+            [current[name] for name in loop.adapted],
+            create_graph=not loop.first_order,
             allow_unused=True,
             materialize_grads=True,
         )
-        for name, grad in zip(names, grads, strict=True):
-            rate = step_lr[name] if isinstance(step_lr, Mapping) else step_lr
-            current[name] = current[name] - rate * grad
+        for name, grad in zip(loop.adapted, grads, strict=True):
+            current[name] = current[name] - rates[name] * grad
     if not tracks:
         current = {name: tensor.detach() for name, tensor in current.items()}
-    return current, support_losses.detach()
+    return current, losses.detach()
 
 
-def inner_loop(
-    model: nn.Module,
-    params_per_task: Params,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    loss_fn: LossFn,
-    inner_lr: InnerLR,
-    steps: int,
-    first_order: bool,
-    adapt_only: Sequence[str] | None = None,
-) -> tuple[Params, torch.Tensor]:
-    """``steps`` calls of ``inner_step``: T tasks adapted at once. Unchecked.
+def vmapped(one_task: Callable[..., torch.Tensor], *data: torch.Tensor) -> TaskLosses:
+    """The losses ``one_task(params_t, *data_t)`` of T tasks, by ``torch.func.vmap``.
+
+    Where vmap cannot batch an operator of ``one_task`` (recurrent layers, today), the
+    tasks run one at a time instead (``looped``), with a warning: the same numbers, slower.
 
     Args:
-        params_per_task: the starting points, tensors ``(T, ...)`` (see ``per_task``).
-        x, y: ``(T, K, ...)`` support inputs and targets.
-        inner_lr: one rate for every step, or a list of one per step (``InnerLR``).
-        adapt_only: the names of the parameters to update (None: all).
+        one_task: ``one_task(params, *task_data) -> scalar``, one task's loss at ``params``.
+        data: tensors ``(T, ...)``, task t's data at index t.
 
     Returns:
-        The adapted parameters ``(T, ...)``, and the ``(T, steps)`` support losses
-        before each step.
+        ``task_losses(params_per_task) -> (T,)``.
     """
-    adapted, losses = params_per_task, []
-    for step in range(steps):
-        adapted, support_losses = inner_step(
-            model,
-            adapted,
-            x,
-            y,
-            loss_fn=loss_fn,
-            step_lr=rate_at_step(inner_lr, step),
-            first_order=first_order,
-            adapt_only=adapt_only,
+    batched = vmap(one_task, randomness="different")
+    one_at_a_time = looped(one_task, *data)
+    vmap_failed = False
+
+    def losses_of(params_per_task: Params) -> torch.Tensor:
+        nonlocal vmap_failed
+        if not vmap_failed:
+            try:
+                return batched(params_per_task, *data)
+            except RuntimeError as error:
+                if "Batching rule not implemented" not in str(error):
+                    raise
+                vmap_failed = True
+                warnings.warn(
+                    f"torch.func.vmap cannot batch this loss ({str(error).splitlines()[0]}); its tasks "
+                    "run one at a time instead, with the same results",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return one_at_a_time(params_per_task)
+
+    return losses_of
+
+
+def looped(one_task: Callable[..., torch.Tensor], *data: torch.Tensor) -> TaskLosses:
+    """The losses ``one_task(params_t, *data_t)`` of T tasks, one task at a time (see ``vmapped``)."""
+
+    def losses_of(params_per_task: Params) -> torch.Tensor:
+        num_tasks = next(iter(params_per_task.values())).shape[0]
+        return torch.stack(
+            [
+                one_task({name: tensor[t] for name, tensor in params_per_task.items()}, *(d[t] for d in data))
+                for t in range(num_tasks)
+            ]
         )
-        losses.append(support_losses)
-    if not losses:
-        return dict(params_per_task), x.new_zeros(x.shape[0], 0)
-    return adapted, torch.stack(losses, dim=1)
 
-
-def adapt(
-    model: nn.Module,
-    params: Params,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    loss_fn: LossFn,
-    inner_lr: InnerLR,
-    steps: int,
-    first_order: bool = False,
-    adapt_only: str | Sequence[str] | None = None,
-) -> Params:
-    """Adapt ``params`` to one task with ``steps`` plain SGD steps on its support set.
-
-    phi_0 = params, phi_{s+1} = phi_s - inner_lr * grad_phi loss_fn(f_phi_s(x), y).
-    The result stays differentiable with respect to ``params`` through every step,
-    second-order terms included, unless ``first_order`` (the inner gradients are then
-    treated as constants, as in first-order MAML).
-
-    Args:
-        model: any module that ``torch.func.functional_call`` can run.
-        params: the starting point theta, keyed like ``model.named_parameters()``.
-        x: ``(K, ...)`` support inputs of one task.
-        y: ``(K, ...)`` support targets.
-        loss_fn: ``loss_fn(prediction, target) -> scalar``.
-        inner_lr: alpha, a finite number >= 0; or learned rates, a tensor per adapted
-            parameter (Meta-SGD), or a list of ``steps`` rates, one per step (MAML++);
-            see ``mamlbook.types.InnerLR``.
-        steps: number of gradient steps, an integer >= 0; 0 returns ``params``.
-        first_order: detach the inner gradients.
-        adapt_only: adapt only these parameters, by name or module prefix (``"head"``
-            for ANIL); the others keep their values. None adapts all.
-
-    Returns:
-        The adapted parameters phi, keyed like ``params``.
-
-    Raises:
-        NonFiniteLossError: the support loss became NaN or infinite; the message says
-            at which step.
-    """
-    inner_lr, steps, adapt_only = check_inner_loop_args(
-        model, params, loss_fn, inner_lr, steps, adapt_only=adapt_only
-    )
-    check_support_set(x, y, device=params_device(params))
-    adapted, support_losses = inner_loop(
-        model,
-        per_task(params, 1),
-        x[None],  # (1, K, ...)
-        y[None],
-        loss_fn=loss_fn,
-        inner_lr=inner_lr,
-        steps=steps,
-        first_order=first_order,
-        adapt_only=adapt_only,
-    )
-    adapted = {name: tensor[0] for name, tensor in adapted.items()}
-    params_are_finite = torch.stack([torch.isfinite(tensor).all() for tensor in adapted.values()]).all()
-    raise_if_not_finite(
-        support_losses, params_are_finite[None], inner_lr=inner_lr, final_what="adapted params"
-    )
-    return adapted
+    return losses_of

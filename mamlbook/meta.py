@@ -1,11 +1,13 @@
-"""The MAML meta-objective, vectorised over tasks (chapter 4).
+"""MAML (chapter 4): ``adapt`` fits theta to one task, ``maml_loss`` is the meta-objective.
 
 For T tasks with support sets (x_s, y_s) and query sets (x_q, y_q),
 
     maml_loss(theta) = 1/T sum_t L(f_{phi_t}(x_q,t), y_q,t),   phi_t = adapt(theta, x_s,t, y_s,t),
 
 and its gradient with respect to theta is the meta-gradient, second-order terms
-included unless ``first_order``.
+included unless ``first_order``. Both run the one inner loop
+(``mamlbook.inner.adaptation``) on losses that a backend evaluates
+(``mamlbook.backends``); ``meta_objective`` is the same objective for any per-task losses.
 """
 
 from __future__ import annotations
@@ -15,16 +17,87 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .explicit import explicit_maml_loss
-from .inner import inner_step, per_task, rate_at_step, task_losses
-from .types import InnerLR, LossFn, Params, TaskBatch
-from .validation import (
-    check_inner_loop_args,
+from ._checks import (
+    check_loss_fn,
+    check_params,
     check_step_weights,
+    check_support_set,
     check_task_batch,
     params_device,
-    raise_if_not_finite,
 )
+from .backends import BACKENDS, Backend, Problem, choose_backend
+from .errors import raise_if_not_finite
+from .inner import InnerLoop, adaptation, per_task
+from .types import InnerLR, LossFn, Params, TaskBatch, TaskLosses
+
+
+def adapt(
+    model: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_fn: LossFn,
+    inner_lr: InnerLR | None = None,
+    steps: int | None = None,
+    first_order: bool = False,
+    adapt_only: str | Sequence[str] | None = None,
+    inner_loop: InnerLoop | None = None,
+    backend: str | Backend = "auto",
+) -> Params:
+    """Adapt ``params`` to one task with ``steps`` plain SGD steps on its support set.
+
+    phi_0 = params, phi_{s+1} = phi_s - inner_lr * grad_phi loss_fn(f_phi_s(x), y).
+    The result stays differentiable with respect to ``params`` through every step,
+    second-order terms included, unless ``first_order`` (the inner gradients are then
+    treated as constants, as in first-order MAML).
+
+    Args:
+        model: any module that ``torch.func.functional_call`` can run.
+        params: the starting point theta, keyed like ``model.named_parameters()``.
+        x: ``(K, ...)`` support inputs of one task.
+        y: ``(K, ...)`` support targets.
+        loss_fn: ``loss_fn(prediction, target) -> scalar``.
+        inner_lr: alpha, a finite number >= 0; or learned rates, a tensor per adapted
+            parameter (Meta-SGD), or a list of ``steps`` rates, one per step (MAML++);
+            see ``mamlbook.types.InnerLR``.
+        steps: number of gradient steps, an integer >= 0; 0 returns ``params``.
+        first_order: detach the inner gradients.
+        adapt_only: adapt only these parameters, by name or module prefix (``"head"``
+            for ANIL); the others keep their values. None adapts all.
+        inner_loop: all of the four options above as one ``InnerLoop`` (for example
+            ``TrainingHistory.inner_loop``), instead of them.
+        backend: how the support losses are evaluated (``mamlbook.backends``).
+
+    Returns:
+        The adapted parameters phi, keyed like ``params``.
+
+    Raises:
+        NonFiniteLossError: the support loss became NaN or infinite; the message says
+            at which step.
+    """
+    check_params(model, params)
+    check_loss_fn(loss_fn)
+    loop = InnerLoop.resolve(
+        params, inner_loop, inner_lr=inner_lr, steps=steps, first_order=first_order, adapt_only=adapt_only
+    )
+    check_support_set(x, y, device=params_device(params))
+    x, y = x[None], y[None]  # (1, K, ...): one task
+    problem = Problem("adapt", model, params, loss_fn, loop, inputs=(x,))
+    support_losses = choose_backend(backend, problem).task_losses(problem, x, y, loss_fn)
+    adapted, history = per_task(params, 1), []
+    for step in adaptation(support_losses, adapted, loop):
+        adapted = step.adapted
+        history.append(step.support_losses)
+    adapted = {name: tensor[0] for name, tensor in adapted.items()}
+    params_are_finite = torch.stack([torch.isfinite(tensor).all() for tensor in adapted.values()]).all()
+    raise_if_not_finite(
+        _by_step(history, 1),
+        params_are_finite[None],
+        rates=loop.describe_rates(),
+        final_what="adapted params",
+    )
+    return adapted
 
 
 def maml_loss(
@@ -33,21 +106,19 @@ def maml_loss(
     batch: TaskBatch,
     *,
     loss_fn: LossFn,
-    inner_lr: InnerLR,
-    steps: int,
+    inner_lr: InnerLR | None = None,
+    steps: int | None = None,
     first_order: bool = False,
     adapt_only: str | Sequence[str] | None = None,
     step_weights: Sequence[float] | torch.Tensor | None = None,
+    inner_loop: InnerLoop | None = None,
+    backend: str | Backend = "auto",
 ) -> torch.Tensor:
     """Mean query loss over the T tasks of ``batch``, each adapted from ``params``.
 
-    All tasks are adapted at once by the one inner step (``mamlbook.inner.inner_step``),
-    vectorised over tasks; ``backward()`` on the result puts the
-    meta-gradient on the tensors of ``params`` (and on learned rates in ``inner_lr``).
-    For a network of ``nn.Linear`` and ``nn.ReLU`` layers with ``F.mse_loss`` and numeric
-    rates, and neither ``adapt_only`` nor ``step_weights``, the same meta-loss and
-    meta-gradient come from their closed form (``mamlbook.explicit``), without
-    autograd's graph of the inner gradient.
+    All tasks are adapted at once by the one inner loop; ``backward()`` on the result
+    puts the meta-gradient on the tensors of ``params`` (and on learned rates in
+    ``inner_lr``).
 
     Args:
         model: any module that ``torch.func.functional_call`` can run.
@@ -64,6 +135,9 @@ def maml_loss(
         step_weights: MAML++'s multi-step loss: ``steps`` weights w_s, and the meta-loss
             is sum_s w_s * (mean query loss after step s + 1). None scores the final
             step alone (w = 0, ..., 0, 1) without computing the others.
+        inner_loop: the inner loop's options as one ``InnerLoop``, instead of
+            ``inner_lr``, ``steps``, ``first_order`` and ``adapt_only``.
+        backend: ``"auto"`` or the backend that computes it (``mamlbook.backends``).
 
     Returns:
         A scalar tensor, the meta-loss.
@@ -72,89 +146,84 @@ def maml_loss(
         NonFiniteLossError: a task's loss became NaN or infinite; the message names the
             task and the inner step.
     """
-    inner_lr, steps, adapt_only = check_inner_loop_args(
-        model, params, loss_fn, inner_lr, steps, adapt_only=adapt_only
+    check_params(model, params)
+    check_loss_fn(loss_fn)
+    loop = InnerLoop.resolve(
+        params, inner_loop, inner_lr=inner_lr, steps=steps, first_order=first_order, adapt_only=adapt_only
     )
     batch = check_task_batch(batch, device=params_device(params))
-    # The weight of the query loss after each number of inner steps that counts.
-    if step_weights is None:
-        weight_after = {steps: 1.0}
-    else:
-        weight_after = {step + 1: w for step, w in enumerate(check_step_weights(step_weights, steps)) if w}
-
-    def meta_loss_by_autograd(theta: Params) -> torch.Tensor:
-        return _meta_loss(
-            model,
-            theta,
-            batch,
-            loss_fn=loss_fn,
-            inner_lr=inner_lr,
-            steps=steps,
-            first_order=first_order,
-            adapt_only=adapt_only,
-            weight_after=weight_after,
-        )
-
-    if step_weights is None and adapt_only is None:
-        meta_loss = explicit_maml_loss(
-            model,
-            params,
-            batch,
-            loss_fn=loss_fn,
-            step_rates=[rate_at_step(inner_lr, step) for step in range(steps)],
-            first_order=first_order,
-            meta_loss_by_autograd=meta_loss_by_autograd,
-        )
-        # A non-finite meta-loss is diagnosed by the general path, which names the task and step.
-        if meta_loss is not None and bool(torch.isfinite(meta_loss)):
+    weights = None if step_weights is None else check_step_weights(step_weights, loop.steps)
+    inputs = (batch.support_x, batch.query_x)
+    problem = Problem("maml_loss", model, params, loss_fn, loop, inputs, batch, weights)
+    chosen = choose_backend(backend, problem)
+    if chosen.computes_meta_loss:
+        meta_loss = chosen.maml_loss(problem)
+        if bool(torch.isfinite(meta_loss)):
             return meta_loss
-    return meta_loss_by_autograd(params)
+        chosen = BACKENDS["autograd"]  # whose inner loop names the task and step that diverged
+    return meta_objective(
+        params,
+        chosen.task_losses(problem, batch.support_x, batch.support_y, loss_fn),
+        chosen.task_losses(problem, batch.query_x, batch.query_y, loss_fn),
+        loop,
+        num_tasks=batch.num_tasks,
+        step_weights=weights,
+        query_sets=(batch.query_x, batch.query_y),
+    )
 
 
-def _meta_loss(
-    model: nn.Module,
+def meta_objective(
     params: Params,
-    batch: TaskBatch,
+    support_losses: TaskLosses,
+    query_losses: TaskLosses,
+    loop: InnerLoop,
     *,
-    loss_fn: LossFn,
-    inner_lr: InnerLR,
-    steps: int,
-    first_order: bool,
-    adapt_only: Sequence[str] | None,
-    weight_after: dict[int, float],
+    num_tasks: int,
+    step_weights: Sequence[float] | None = None,
+    query_sets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``maml_loss`` of checked arguments through autograd, for any model: ``weight_after``
-    maps each scored number of inner steps to the weight of its mean query loss."""
-    adapted, support_losses = per_task(params, batch.num_tasks), []
-    query_losses, weighted_means = [], []  # (T,) and a scalar for each scored step
-    for step in range(steps + 1):
-        if step > 0:
-            adapted, losses = inner_step(  # (T, ...) each, (T,)
-                model,
-                adapted,
-                batch.support_x,
-                batch.support_y,
-                loss_fn=loss_fn,
-                step_lr=rate_at_step(inner_lr, step - 1),
-                first_order=first_order,
-                adapt_only=adapt_only,
-            )
-            support_losses.append(losses)
-        if step in weight_after:
-            query_losses.append(task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn))
-            weight, mean = weight_after[step], query_losses[-1].mean()
-            weighted_means.append(mean if weight == 1.0 else weight * mean)
-    meta_loss = weighted_means[0] if len(weighted_means) == 1 else torch.stack(weighted_means).sum()
-    # A non-finite support loss makes every later value non-finite, so one check of the
-    # meta-loss suffices on the common path; the diagnosis runs only when it fails.
+    """MAML's meta-loss for any differentiable per-task losses: sum_s w_s mean_t Lq_t(phi_t,s).
+
+    Each task's phi_t,s comes from ``params`` by s steps of ``loop`` on its support loss.
+
+    Args:
+        params: theta.
+        support_losses, query_losses: ``losses(params_per_task) -> (T,)``, each task's
+            loss at its own parameters ``(T, ...)`` (``mamlbook.types.TaskLosses``).
+        loop: the inner loop.
+        num_tasks: T.
+        step_weights: w_s for s = 1..steps; None scores the last step alone (w = 1).
+        query_sets: the tasks' ``(query_x, query_y)``, for the message when a loss diverges.
+
+    Returns:
+        The meta-loss, a scalar.
+
+    Raises:
+        NonFiniteLossError: a task's loss became NaN or infinite.
+    """
+    if step_weights is None:
+        weights = {loop.steps: 1.0}
+    else:
+        weights = {number: weight for number, weight in enumerate(step_weights, start=1) if weight}
+    start = per_task(params, num_tasks)
+    scored = {0: query_losses(start)} if 0 in weights else {}  # steps taken -> (T,) query losses
+    support_history = []  # (T,) before each step
+    for step in adaptation(support_losses, start, loop):
+        support_history.append(step.support_losses)
+        if step.number in weights:
+            scored[step.number] = query_losses(step.adapted)
+    meta_loss = torch.stack([weights[number] * losses.mean() for number, losses in scored.items()]).sum()
     if not bool(torch.isfinite(meta_loss)):
         raise_if_not_finite(
-            torch.stack(support_losses, dim=1)
-            if support_losses
-            else batch.query_x.new_zeros(batch.num_tasks, 0),
-            torch.isfinite(torch.stack(query_losses)).all(dim=0),
-            inner_lr=inner_lr,
+            _by_step(support_history, num_tasks),
+            torch.isfinite(torch.stack(list(scored.values()))).all(dim=0),
+            rates=loop.describe_rates(),
             final_what="query loss",
-            query_sets=(batch.query_x, batch.query_y),
+            query_sets=query_sets,
         )
     return meta_loss
+
+
+def _by_step(losses: list[torch.Tensor], num_tasks: int) -> torch.Tensor:
+    """The ``(T,)`` losses before each inner step as one ``(T, steps)`` tensor."""
+    return torch.stack(losses, dim=1) if losses else torch.zeros(num_tasks, 0)

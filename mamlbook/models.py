@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .validation import check_int
+from ._checks import check_int
 
 
 class MLP(nn.Module):

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .validation import check_nonnegative_float, check_positive_float
+from ._checks import check_nonnegative_float, check_positive_float
 
 
 class OuterAdam:

@@ -20,11 +20,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ._checks import check_int
 from .meta import maml_loss
 from .outer import OuterAdam
 from .reptile import reptile_step
 from .types import LossFn, TaskBatch
-from .validation import check_int
 
 ALGORITHMS = ("MAML", "FOMAML", "Reptile")
 """The meta-iterations that ``meta_iteration`` can build."""

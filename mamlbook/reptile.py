@@ -1,7 +1,7 @@
 """Reptile: meta-learning by moving theta towards the adapted parameters (chapter 5).
 
 Nichol, Achiam & Schulman (2018). Each task is adapted from theta with the book's one
-inner loop (``mamlbook.inner.inner_loop``, first order: no graph is kept), and theta
+inner loop (``mamlbook.inner.adaptation``, first order: no graph is kept), and theta
 then takes a step of size epsilon towards the adapted parameters,
 
     theta <- theta + epsilon * mean_t (phi_t - theta),
@@ -17,19 +17,21 @@ import dataclasses
 import torch
 from torch import nn
 
-from .inner import inner_loop, per_task, task_losses
-from .training import MetaTrainConfig, TaskSampler, TrainingHistory, outer_loop, resolve_device
-from .types import LossFn, Params, TaskBatch
-from .validation import (
-    check_inner_loop_args,
-    check_inner_lr,
+from ._checks import (
+    check_bool,
     check_int,
     check_loss_fn,
+    check_nonnegative_float,
+    check_params,
     check_positive_float,
     check_task_batch,
     params_device,
-    raise_if_not_finite,
 )
+from .backends import Backend, Problem, choose_backend
+from .errors import raise_if_not_finite
+from .inner import InnerLoop, adaptation, per_task
+from .training import MetaTrainConfig, TrainingHistory, outer_loop, resolve_device
+from .types import LossFn, Params, TaskBatch, TaskSampler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +61,11 @@ class ReptileConfig:
     def __post_init__(self) -> None:
         check_int("iterations", self.iterations, minimum=1)
         check_int("meta_batch_size", self.meta_batch_size, minimum=1)
-        check_inner_lr(self.inner_lr)
+        check_nonnegative_float("inner_lr", self.inner_lr)
         check_int("inner_steps", self.inner_steps, minimum=1)
         check_positive_float("outer_step_size", self.outer_step_size)
         check_int("seed", self.seed, minimum=0)
-        if not isinstance(self.include_query, bool):
-            raise TypeError(f"include_query must be a bool, got {self.include_query!r}")
+        check_bool("include_query", self.include_query)
 
     @classmethod
     def matching(
@@ -94,6 +95,7 @@ def reptile_step(
     steps: int,
     outer_step_size: float,
     include_query: bool = False,
+    backend: str | Backend = "auto",
 ) -> torch.Tensor:
     """One Reptile meta-iteration: theta <- theta + epsilon * mean_t (phi_t - theta), in place.
 
@@ -110,6 +112,7 @@ def reptile_step(
         steps: k, inner SGD steps per task, an integer >= 1.
         outer_step_size: epsilon, a finite number > 0.
         include_query: adapt on the support and query points together, ``(T, K + Q, ...)``.
+        backend: how the losses are evaluated (``mamlbook.backends``).
 
     Returns:
         The mean query loss of the adapted parameters (detached), the number that MAML's
@@ -118,29 +121,30 @@ def reptile_step(
     Raises:
         NonFiniteLossError: a task's loss became NaN or infinite.
     """
-    inner_lr, steps, _ = check_inner_loop_args(model, params, loss_fn, inner_lr, steps, min_steps=1)
+    check_params(model, params)
+    check_loss_fn(loss_fn)
+    loop = InnerLoop.of(
+        params, inner_lr=inner_lr, steps=check_int("steps", steps, minimum=1), first_order=True
+    )
     outer_step_size = check_positive_float("outer_step_size", outer_step_size)
+    include_query = check_bool("include_query", include_query)
     batch = check_task_batch(batch, device=params_device(params))
     x, y = batch.support_x, batch.support_y
     if include_query:
         x, y = torch.cat([x, batch.query_x], dim=1), torch.cat([y, batch.query_y], dim=1)  # (T, K + Q, ...)
     theta = {name: tensor.detach() for name, tensor in params.items()}
-    adapted, support_losses = inner_loop(  # (T, ...) each, detached; (T, steps)
-        model,
-        per_task(theta, batch.num_tasks),
-        x,
-        y,
-        loss_fn=loss_fn,
-        inner_lr=inner_lr,
-        steps=steps,
-        first_order=True,
-    )
+    problem = Problem("reptile_step", model, theta, loss_fn, loop, inputs=(x, batch.query_x))
+    chosen = choose_backend(backend, problem)
+    adapted, support_losses = per_task(theta, batch.num_tasks), []
+    for step in adaptation(chosen.task_losses(problem, x, y, loss_fn), adapted, loop):
+        adapted = step.adapted  # (T, ...) each, detached
+        support_losses.append(step.support_losses)
     with torch.no_grad():
-        query_losses = task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn)  # (T,)
+        query_losses = chosen.task_losses(problem, batch.query_x, batch.query_y, loss_fn)(adapted)  # (T,)
         raise_if_not_finite(
-            support_losses,
+            torch.stack(support_losses, dim=1),
             torch.isfinite(query_losses),
-            inner_lr=inner_lr,
+            rates=loop.describe_rates(),
             final_what="query loss",
             query_sets=(batch.query_x, batch.query_y),
         )
@@ -203,4 +207,5 @@ def reptile_train(
         progress=progress,
         description="Reptile",
     )
-    return history._replace(inner_lr=config.inner_lr)
+    inner_loop = InnerLoop.of(params, inner_lr=config.inner_lr, steps=config.inner_steps, first_order=True)
+    return history._replace(inner_lr=config.inner_lr, inner_loop=inner_loop)

@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 import torch
 
+from ._checks import check_int, check_range
 from .types import TaskBatch
-from .validation import check_int, check_range
 
 
 class SineWaves(NamedTuple):

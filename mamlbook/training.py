@@ -11,14 +11,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ._checks import check_bool, check_int, check_loss_fn, check_nonnegative_float, check_positive_float
+from .inner import InnerLoop
 from .meta import maml_loss
 from .outer import OuterAdam
-from .types import InnerLR, LossFn, TaskBatch
-from .validation import check_adapt_only, check_inner_lr, check_int, check_loss_fn, check_positive_float
-
-TaskSampler = Callable[..., TaskBatch]
-"""``sample(num_tasks, *, generator) -> TaskBatch``, e.g. ``Sinusoid().sample``."""
-
+from .types import InnerLR, LossFn, TaskBatch, TaskSampler
 
 LEARNED_INNER_LR = ("per_parameter", "per_layer_per_step")
 """The kinds of learned inner rates, Meta-SGD's and MAML++'s."""
@@ -68,12 +65,11 @@ class MetaTrainConfig:
     def __post_init__(self) -> None:
         check_int("iterations", self.iterations, minimum=1)
         check_int("meta_batch_size", self.meta_batch_size, minimum=1)
-        check_inner_lr(self.inner_lr)
+        check_nonnegative_float("inner_lr", self.inner_lr)
         check_int("inner_steps", self.inner_steps, minimum=0)
         check_positive_float("outer_lr", self.outer_lr)
         check_int("seed", self.seed, minimum=0)
-        if not isinstance(self.first_order, bool):
-            raise TypeError(f"first_order must be a bool, got {self.first_order!r}")
+        check_bool("first_order", self.first_order)
         if self.adapt_only is not None and (
             not isinstance(self.adapt_only, tuple)
             or not self.adapt_only
@@ -115,12 +111,16 @@ class TrainingHistory(NamedTuple):
         inner_lr: the inner rate to adapt with after training: ``config.inner_lr``, or
             the learned rates (detached), to pass on as ``inner_lr`` to ``adapt`` or
             ``evaluate``.
+        inner_loop: the whole inner loop trained with (rates, steps, adapted
+            parameters, order), to pass on as ``inner_loop`` to ``adapt``,
+            ``evaluate`` or ``maml_loss``.
     """
 
     meta_losses: torch.Tensor
     seconds: float
     device: str
     inner_lr: InnerLR
+    inner_loop: InnerLoop | None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -162,7 +162,9 @@ def learned_inner_rates(
         tensors (these, or detached copies) in the ``inner_lr`` form that ``maml_loss``
         takes.
     """
-    adapted_names = check_adapt_only(params, config.adapt_only) or tuple(params)
+    adapted_names = InnerLoop.of(
+        params, inner_lr=config.inner_lr, steps=0, adapt_only=config.adapt_only
+    ).adapted
     if config.learned_inner_lr is None:
         return {}, lambda rates: config.inner_lr
     if config.learned_inner_lr == "per_parameter":
@@ -249,8 +251,15 @@ def meta_train(
         progress=progress,
         description="meta-training",
     )
-    learned = {name: rate.detach().clone() for name, rate in rates.items()}
-    return history._replace(inner_lr=as_inner_lr(learned))
+    learned = as_inner_lr({name: rate.detach().clone() for name, rate in rates.items()})
+    inner_loop = InnerLoop.of(
+        params,
+        inner_lr=learned,
+        steps=config.inner_steps,
+        first_order=config.first_order,
+        adapt_only=config.adapt_only,
+    )
+    return history._replace(inner_lr=learned, inner_loop=inner_loop)
 
 
 def outer_loop(
@@ -275,8 +284,8 @@ def outer_loop(
         progress, description: the tqdm progress bar and its label.
 
     Returns:
-        The meta-loss of each iteration, the wall time and the device; ``inner_lr`` is
-        left None for the caller to fill in.
+        The meta-loss of each iteration, the wall time and the device; ``inner_lr`` and
+        ``inner_loop`` are left None for the caller to fill in.
     """
     if not callable(sample_tasks):
         raise TypeError(
@@ -292,4 +301,4 @@ def outer_loop(
             meta_losses[iteration] = meta_step(batch, iteration)
             if progress and iteration % report_every == 0:
                 bar.set_postfix(meta_loss=f"{meta_losses[iteration].item():.3f}")
-    return TrainingHistory(meta_losses.cpu(), time.perf_counter() - start, str(device), None)
+    return TrainingHistory(meta_losses.cpu(), time.perf_counter() - start, str(device), None, None)

@@ -1,4 +1,4 @@
-"""The two data types every algorithm in the book passes around.
+"""The data types every algorithm in the book passes around.
 
 ``Params`` is a model's state as a dict of named tensors (chapter 4: theta and the
 adapted phi), and ``TaskBatch`` holds T tasks with their support and query sets.
@@ -17,12 +17,20 @@ Params = dict[str, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(prediction, target) -> scalar``, e.g. ``torch.nn.functional.mse_loss``."""
 
-StepLR = float | Mapping[str, torch.Tensor]
+TaskLosses = Callable[[Params], torch.Tensor]
+"""``task_losses(params_per_task) -> (T,)``: each task's loss at its own parameters.
+
+The parameters carry a leading task dimension, ``(T, ...)`` each; task t's loss may
+depend only on task t's parameters. Any differentiable function of that form can be
+adapted on: a supervised loss ``loss_fn(f(x_t; params_t), y_t)``, or a policy-gradient
+surrogate of sampled trajectories."""
+
+StepRate = float | Mapping[str, torch.Tensor]
 """The inner learning rate of one step, either one number for every parameter or a tensor per
 adapted parameter (a scalar or the parameter's shape), as learned by Meta-SGD and MAML++."""
 
-InnerLR = StepLR | Sequence[StepLR]
-"""The ``inner_lr`` of the inner loop, one ``StepLR`` for every step or a sequence with one per step."""
+InnerLR = StepRate | Sequence[StepRate]
+"""The ``inner_lr`` of the inner loop, one ``StepRate`` for every step or a sequence with one per step."""
 
 
 class TaskBatch(NamedTuple):
@@ -50,3 +58,7 @@ class TaskBatch(NamedTuple):
     def slice_tasks(self, start: int, stop: int) -> TaskBatch:
         """Tasks ``start`` to ``stop - 1`` of the batch, as a new batch (views)."""
         return TaskBatch(*(tensor[start:stop] for tensor in self))
+
+
+TaskSampler = Callable[..., TaskBatch]
+"""``sample(num_tasks, *, generator) -> TaskBatch``, e.g. ``Sinusoid().sample``."""

@@ -34,7 +34,7 @@ import papermill
 import yaml
 from papermill.translators import PythonTranslator
 
-from mamlbook.checkpoint import write_atomically
+from mamlbook._files import write_atomically
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 BOOK = REPOSITORY / "book"

@@ -1,4 +1,5 @@
-"""The batched forward pass equals vmap over tasks, in value and in second-order meta-gradient."""
+"""The ``batched`` backend (``mamlbook.fast.batched``) equals vmap over tasks, in value and in
+second-order meta-gradient, and refuses the models it does not know."""
 
 from __future__ import annotations
 
@@ -9,9 +10,24 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 import mamlbook as mb
-from mamlbook.batched import batched_forward, batched_task_losses
+from mamlbook.fast import batched
 
 TOLERANCE = 1e-10
+
+
+def batched_forward(model: nn.Module, params: mb.Params, x: torch.Tensor) -> torch.Tensor | None:
+    """``batched.forward`` of ``params`` ``(T, ...)`` on ``x``, or None where its plan does not run them."""
+    model_plan = batched.plan(model)
+    one_task = {name: tensor[0] for name, tensor in params.items()}
+    if model_plan is None or not model_plan.runs(one_task, x.dim() - 1):
+        return None
+    return batched.forward(model_plan, params, x)
+
+
+def batched_task_losses(model, params, x, y, loss_fn, tasks_per_chunk=None) -> torch.Tensor:
+    """``batched.task_losses``, ``tasks_per_chunk`` tasks at a time (None: the CPU's default)."""
+    chunk_elements = batched.CPU_CHUNK_ELEMENTS if tasks_per_chunk is None else tasks_per_chunk * x[0].numel()
+    return batched.task_losses(batched.plan(model), loss_fn, x, y, chunk_elements=chunk_elements)(params)
 
 
 def params_per_task(model: nn.Module, num_tasks: int, seed: int = 1) -> mb.Params:
@@ -135,35 +151,38 @@ def meta_gradient(model, theta, batch, loss_fn, task_losses, inner_lr=0.1):
     return torch.autograd.grad(query, list(theta.values()))
 
 
-def assert_meta_gradients_agree(model, theta, batch, loss_fn):
-    """The batched path's second-order meta-gradient equals vmap's, and is not zero."""
-    batched = meta_gradient(model, theta, batch, loss_fn, batched_task_losses)
+def assert_meta_gradients_agree(model, theta, batch, loss_fn, tasks_per_chunk):
+    """The batched backend's second-order meta-gradient equals vmap's, and is not zero."""
+
+    def chunked(*args):
+        return batched_task_losses(*args, tasks_per_chunk=tasks_per_chunk)
+
+    got_grads = meta_gradient(model, theta, batch, loss_fn, chunked)
     expected = meta_gradient(model, theta, batch, loss_fn, vmapped_losses)
-    for got, want in zip(batched, expected, strict=True):
+    for got, want in zip(got_grads, expected, strict=True):
         assert want.abs().max() > 0
         assert (got - want).abs().max() < TOLERANCE
 
 
 def test_tasks_per_chunk_bounds_a_chunk_on_the_cpu_only():
-    budget = mb.batched.CPU_CHUNK_ELEMENTS
-    assert mb.batched.tasks_per_chunk(torch.zeros(25, 10, 1)) == 25  # the sinusoid: one chunk
-    assert mb.batched.tasks_per_chunk(torch.zeros(32, 1, budget // 4)) == 4
-    assert mb.batched.tasks_per_chunk(torch.zeros(3, 1, 2 * budget)) == 1  # at least one task
-    assert mb.batched.tasks_per_chunk(torch.zeros(0, 1, budget)) == 0
-    assert mb.batched.tasks_per_chunk(torch.zeros(32, 1, budget // 4, device="meta")) == 32
+    budget = batched.CPU_CHUNK_ELEMENTS
+    assert batched.tasks_per_chunk(torch.zeros(25, 10, 1)) == 25  # the sinusoid: one chunk
+    assert batched.tasks_per_chunk(torch.zeros(32, 1, budget // 4)) == 4
+    assert batched.tasks_per_chunk(torch.zeros(3, 1, 2 * budget)) == 1  # at least one task
+    assert batched.tasks_per_chunk(torch.zeros(0, 1, budget)) == 0
+    assert batched.tasks_per_chunk(torch.zeros(32, 1, budget // 4, device="meta")) == 32
+    assert batched.tasks_per_chunk(torch.zeros(32, 1, 10), chunk_elements=25) == 2
 
 
 @pytest.fixture(params=[None, 1, 2], ids=["one_chunk", "chunks_of_1", "chunks_of_2"])
-def tasks_in_chunks(request, monkeypatch) -> int | None:
-    """Run the batched path with all tasks at once, or in chunks of 1 or 2 tasks."""
-    if request.param is not None:
-        monkeypatch.setattr(mb.batched, "tasks_per_chunk", lambda x: request.param)
+def tasks_in_chunks(request) -> int | None:
+    """Run the batched backend with all tasks at once, or in chunks of 1 or 2 tasks."""
     return request.param
 
 
 def test_mlp_meta_gradient_matches_vmap(make_model, theta, sine_batch, tasks_in_chunks):
     model = make_model(lambda: mb.models.MLP(1, (16, 16)))
-    assert_meta_gradients_agree(model, theta(model), sine_batch(num_tasks=3), F.mse_loss)
+    assert_meta_gradients_agree(model, theta(model), sine_batch(num_tasks=3), F.mse_loss, tasks_in_chunks)
 
 
 @pytest.mark.parametrize(("stride_conv", "image_size"), [(True, 9), (False, 16)])
@@ -176,7 +195,7 @@ def test_conv4_meta_gradient_matches_vmap(make_model, theta, stride_conv, image_
         inputs(2, 6, 1, image_size, image_size, seed=3),
         labels,
     )
-    assert_meta_gradients_agree(model, theta(model), batch, F.cross_entropy)
+    assert_meta_gradients_agree(model, theta(model), batch, F.cross_entropy, tasks_in_chunks)
 
 
 def shared_and_copied(theta: mb.Params, num_tasks: int) -> tuple[mb.Params, mb.Params]:
@@ -323,15 +342,18 @@ def hooked_linear() -> nn.Linear:
         (lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(2, 1)), (2, 3, 1, 5, 5)),
     ],
 )
-def test_unsupported_models_give_none(make_model, factory, x_shape):
+def test_unsupported_models_are_refused(make_model, factory, x_shape):
     model = make_model(factory)
-    params = params_per_task(model, x_shape[0])
+    params = dict(model.named_parameters())
     x = inputs(*x_shape)
-    assert batched_forward(model, params, x) is None
-    assert batched_task_losses(model, params, x, x, F.mse_loss) is None
+    assert batched_forward(model, params_per_task(model, x_shape[0]), x) is None
+    loop = mb.InnerLoop.of(params, inner_lr=0.1, steps=1)
+    problem = mb.backends.Problem("maml_loss", model, params, F.mse_loss, loop, (x,))
+    assert isinstance(mb.backends.Batched().refusal(problem), str)
+    assert mb.backends.choose_backend("auto", problem).name == "autograd"
 
 
-def test_parameters_shared_by_two_layers_give_none(make_model):
+def test_parameters_shared_by_two_layers_are_refused(make_model):
     model = make_model(tied_linears)
     names = [name for name, _ in model.named_parameters(remove_duplicate=False)]
     assert names == ["0.weight", "0.bias", "1.weight", "1.bias"]
@@ -341,12 +363,12 @@ def test_parameters_shared_by_two_layers_give_none(make_model):
     assert batched_forward(model, params, inputs(2, 3, 2)) is None
 
 
-def test_mismatched_params_give_none(make_model):
+def test_mismatched_params_are_refused(make_model):
     model = make_model(lambda: mb.models.MLP(1, (4,)))
     params, x = params_per_task(model, 3), inputs(3, 5, 1)
     assert batched_forward(model, {**params, "extra": params["head.bias"]}, x) is None
     assert batched_forward(model, {k: v for k, v in params.items() if k != "head.bias"}, x) is None
-    assert batched_forward(model, {k: v[:2] for k, v in params.items()}, x) is None  # T = 2 != 3
+    assert batched_forward(model, {k: v[:, :2] for k, v in params.items()}, x) is None  # other shapes
     assert batched_forward(model, params, x) is not None
 
 

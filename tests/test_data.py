@@ -1,4 +1,4 @@
-"""Omniglot loading, caching, downloading and splitting (mamlbook.data).
+"""Omniglot loading, caching, downloading and splitting (mamlbook.data.omniglot).
 
 Most tests use a tiny fake Omniglot (a few generated PNGs, one-bit ones included); the
 real copy at ../shared/data/omniglot is preprocessed once for the whole module.
@@ -23,7 +23,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mamlbook import data as omniglot
+import mamlbook as mb
+from mamlbook import _files
+from mamlbook.data import omniglot
 
 REAL_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
 
@@ -343,14 +345,14 @@ def fake_upstream(tmp_path, monkeypatch) -> Path:
 
 
 def serve_from(monkeypatch, upstream: Path) -> list[str]:
-    """Answer ``_open_url`` from the files in ``upstream``; returns the list of URLs asked for."""
+    """Answer ``_files.open_url`` from the files in ``upstream``; returns the list of URLs asked for."""
     asked = []
 
     def open_url(url: str, timeout: float) -> io.BytesIO:
         asked.append(url)
         return io.BytesIO((upstream / url.rsplit("/", 1)[1]).read_bytes())
 
-    monkeypatch.setattr(omniglot, "_open_url", open_url)
+    monkeypatch.setattr(_files, "open_url", open_url)
     return asked
 
 
@@ -398,10 +400,29 @@ def test_network_failure_keeps_nothing(tmp_path, monkeypatch, fake_upstream):
     def offline(url: str, timeout: float):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(omniglot, "_open_url", offline)
+    monkeypatch.setattr(_files, "open_url", offline)
     with pytest.raises(omniglot.OmniglotDownloadError, match="could not download .*no network"):
         omniglot.load_omniglot(tmp_path / "data", download=True, cache_dir=tmp_path / "cache")
     assert os.listdir(tmp_path / "data") == []
+
+
+def test_hostile_member_names_are_extracted_inside_the_folder(tmp_path):
+    archive = tmp_path / "data" / "images_background.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as opened:
+        opened.writestr("images_background/A/c/1.png", b"png")
+        opened.writestr("images_background/../../escaped.txt", b"hostile")
+        opened.writestr("/absolute.txt", b"hostile")
+    _files.extract_atomically(archive, tmp_path / "data" / "images_background")
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")) == [
+        "data",
+        "data/images_background",
+        "data/images_background.zip",
+        "data/images_background/A",
+        "data/images_background/A/c",
+        "data/images_background/A/c/1.png",
+        "data/images_background/escaped.txt",
+    ]
 
 
 class Interrupted(Exception):
@@ -427,6 +448,25 @@ def test_interrupted_extraction_leaves_no_folder_and_a_retry_works(tmp_path, mon
     data = omniglot.load_omniglot(root, download=True, cache_dir=tmp_path / "cache")
     assert np.array_equal(data.images.numpy(), expected_images(fake_files()))
     assert not (root / "images_background").exists() and (root / "images_evaluation").is_dir()
+
+
+# The package
+
+
+def test_mamlbook_data_is_the_omniglot_api():
+    names = [
+        "PARTS",
+        "ClassificationData",
+        "Omniglot",
+        "OmniglotDownloadError",
+        "OmniglotSplit",
+        "default_cache_dir",
+        "default_data_dir",
+        "load_omniglot",
+        "split_omniglot",
+    ]
+    assert sorted(mb.data.__all__) == sorted(names)
+    assert all(getattr(mb.data, name) is getattr(omniglot, name) for name in names)
 
 
 # Splitting

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from mamlbook.inner import inner_loop, per_task, task_losses
+import mamlbook as mb
 from mamlbook.models import Conv4
 from mamlbook.tasks import FewShotClassification, classification_accuracy
 
@@ -228,7 +228,8 @@ def conv_batch(omniglot_like):
     return tasks.sample(4, generator=generator())
 
 
-def test_vmapped_task_losses_equal_a_loop_over_tasks(make_model, conv_batch):
+@pytest.mark.parametrize("backend", ["autograd", "batched"])
+def test_task_losses_equal_a_loop_over_tasks(make_model, conv_batch, backend):
     model = make_model(lambda: Conv4(hidden=16), dtype=torch.float32)
     rng = generator(1)
     params = {  # a different starting point per task, (T, ...) each
@@ -237,7 +238,10 @@ def test_vmapped_task_losses_equal_a_loop_over_tasks(make_model, conv_batch):
     }
     x, y = conv_batch.support_x, conv_batch.support_y
 
-    vmapped = task_losses(model, params, x, y, F.cross_entropy)
+    theta = dict(model.named_parameters())
+    loop = mb.InnerLoop.of(theta, inner_lr=0.4, steps=1)
+    problem = mb.backends.Problem("test", model, theta, F.cross_entropy, loop, (x,))
+    vmapped = mb.backends.BACKENDS[backend].task_losses(problem, x, y, F.cross_entropy)(params)
     looped = torch.stack(
         [
             F.cross_entropy(functional_call(model, {n: p[t] for n, p in params.items()}, (x[t],)), y[t])
@@ -250,21 +254,14 @@ def test_vmapped_task_losses_equal_a_loop_over_tasks(make_model, conv_batch):
     assert not torch.allclose(F.cross_entropy(all_logits[:10], y[0]), looped[0], atol=1e-3)
 
 
-def test_second_order_inner_loop_through_conv4_gives_finite_meta_gradients(make_model, conv_batch):
+@pytest.mark.parametrize("backend", ["autograd", "batched"])
+def test_second_order_inner_loop_through_conv4_gives_finite_meta_gradients(make_model, conv_batch, backend):
     model = make_model(lambda: Conv4(hidden=16), dtype=torch.float32)
-    adapted, support_losses = inner_loop(
-        model,
-        per_task(dict(model.named_parameters()), conv_batch.num_tasks),
-        conv_batch.support_x,
-        conv_batch.support_y,
-        loss_fn=F.cross_entropy,
-        inner_lr=0.4,
-        steps=1,
-        first_order=False,
-    )
-    task_losses(model, adapted, conv_batch.query_x, conv_batch.query_y, F.cross_entropy).mean().backward()
+    params = dict(model.named_parameters())
+    mb.maml_loss(
+        model, params, conv_batch, loss_fn=F.cross_entropy, inner_lr=0.4, steps=1, backend=backend
+    ).backward()
 
-    assert support_losses.shape == (4, 1)
     for name, tensor in model.named_parameters():
         assert tensor.grad is not None and torch.isfinite(tensor.grad).all(), name
         assert tensor.grad.abs().sum() > 0, name

@@ -1,8 +1,8 @@
 """Oracles for the meta-gradient, all in float64.
 
-The vectorised ``maml_loss`` and ``adapt`` are checked against an explicit per-task loop
-written here with ``torch.autograd.grad``, against central finite differences, and
-against the closed form of MAML on a linear model with squared loss.
+``maml_loss`` and ``adapt`` are checked on every backend (the ``backend`` fixture)
+against the per-task loop of ``mamlbook.reference``, against central finite
+differences, and against the closed form of MAML on a linear model with squared loss.
 """
 
 from __future__ import annotations
@@ -19,38 +19,13 @@ from mamlbook.models import MLP
 
 EXACT = {"atol": 1e-10, "rtol": 1e-10}
 
-# Every oracle runs on every path of maml_loss and the inner loop (see conftest.forward_path).
-pytestmark = pytest.mark.usefixtures("forward_path")
 
-
-def loop_maml(model, params, batch, *, loss_fn, inner_lr, steps, first_order=False):
-    """Meta-loss and meta-gradient by an explicit loop over tasks and inner steps.
-
-    For each task, phi_0 = theta and phi_{s+1} = phi_s - alpha * grad L_support(phi_s), the
-    inner gradient taken with ``torch.autograd.grad(create_graph=True)`` so that the
-    query loss can be differentiated through every step (``create_graph=False`` when
-    ``first_order``: the inner gradients are then constants). The meta-loss is the mean
-    query loss and the meta-gradient its gradient with respect to theta.
-
-    Returns:
-        The meta-loss (detached), and the meta-gradient keyed like ``params``.
-    """
-    names = list(params)
-    theta = [params[name] for name in names]
-    query_losses = []
-    for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        phi = theta
-        for _ in range(steps):
-            prediction = functional_call(model, dict(zip(names, phi, strict=True)), (support_x,))
-            grads = torch.autograd.grad(
-                loss_fn(prediction, support_y), phi, create_graph=not first_order, retain_graph=True
-            )
-            phi = [p - inner_lr * g for p, g in zip(phi, grads, strict=True)]
-        prediction = functional_call(model, dict(zip(names, phi, strict=True)), (query_x,))
-        query_losses.append(loss_fn(prediction, query_y))
-    meta_loss = torch.stack(query_losses).mean()
-    meta_grad = torch.autograd.grad(meta_loss, theta)
-    return meta_loss.detach(), dict(zip(names, meta_grad, strict=True))
+def reference_maml(model, params, batch, **kwargs):
+    """The meta-loss of ``mamlbook.reference`` (a loop over tasks and steps) and its
+    gradient with respect to ``params``."""
+    meta_loss = mb.reference.maml_loss(model, params, batch, **kwargs)
+    meta_grad = torch.autograd.grad(meta_loss, list(params.values()))
+    return meta_loss.detach(), dict(zip(params, meta_grad, strict=True))
 
 
 def vectorised_maml(model, params, batch, **kwargs):
@@ -95,13 +70,13 @@ def problem(request, make_model, sine_batch):
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-def test_maml_loss_meta_gradient_equals_per_task_loop(problem, theta, steps):
+def test_maml_loss_meta_gradient_equals_per_task_loop(problem, theta, steps, backend):
     model, batch, loss_fn, inner_lr = problem
     params = theta(model)
     kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": steps}
 
-    loss, grad = vectorised_maml(model, params, batch, **kwargs)
-    expected_loss, expected_grad = loop_maml(model, params, batch, **kwargs)
+    loss, grad = vectorised_maml(model, params, batch, **kwargs, backend=backend)
+    expected_loss, expected_grad = reference_maml(model, params, batch, **kwargs)
 
     torch.testing.assert_close(loss, expected_loss, **EXACT)
     assert_params_close(grad, expected_grad, **EXACT)
@@ -109,26 +84,28 @@ def test_maml_loss_meta_gradient_equals_per_task_loop(problem, theta, steps):
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-def test_first_order_equals_loop_with_detached_inner_gradients(problem, theta, steps):
+def test_first_order_equals_loop_with_detached_inner_gradients(problem, theta, steps, backend):
     model, batch, loss_fn, inner_lr = problem
     params = theta(model)
     kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": steps}
 
-    loss, grad = vectorised_maml(model, params, batch, first_order=True, **kwargs)
-    expected_loss, expected_grad = loop_maml(model, params, batch, first_order=True, **kwargs)
+    loss, grad = vectorised_maml(model, params, batch, first_order=True, **kwargs, backend=backend)
+    expected_loss, expected_grad = reference_maml(model, params, batch, first_order=True, **kwargs)
 
     torch.testing.assert_close(loss, expected_loss, **EXACT)
     assert_params_close(grad, expected_grad, **EXACT)
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-def test_first_order_differs_from_second_order(problem, theta, steps):
+def test_first_order_differs_from_second_order(problem, theta, steps, backend):
     model, batch, loss_fn, inner_lr = problem
     params = theta(model)
     kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": steps}
 
-    first_loss, first_grad = vectorised_maml(model, params, batch, first_order=True, **kwargs)
-    second_loss, second_grad = vectorised_maml(model, params, batch, **kwargs)
+    first_loss, first_grad = vectorised_maml(
+        model, params, batch, first_order=True, **kwargs, backend=backend
+    )
+    second_loss, second_grad = vectorised_maml(model, params, batch, **kwargs, backend=backend)
 
     torch.testing.assert_close(first_loss, second_loss, **EXACT)  # same forward pass
     difference = max(float((first_grad[name] - second_grad[name]).abs().max()) for name in params)
@@ -136,15 +113,19 @@ def test_first_order_differs_from_second_order(problem, theta, steps):
 
 
 @pytest.mark.parametrize("steps", [1, 2])
-def test_meta_gradient_equals_finite_differences(make_model, sine_batch, theta, steps):
+def test_meta_gradient_equals_finite_differences(make_model, sine_batch, theta, steps, backend):
     model = make_model(lambda: MLP(1, (4, 4), 1), seed=1)
     batch = sine_batch(3, 5, 5, seed=1)
     params = theta(model)
 
     def meta_loss(point):
-        return mb.maml_loss(model, point, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=steps)
+        return mb.maml_loss(
+            model, point, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=steps, backend=backend
+        )
 
-    _, grad = vectorised_maml(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=steps)
+    _, grad = vectorised_maml(
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=steps, backend=backend
+    )
     numerical = finite_difference_grad(meta_loss, params)
 
     assert max_relative_error(grad, numerical) < 1e-6
@@ -221,7 +202,7 @@ def flat(grad: mb.Params) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-def test_linear_model_meta_gradient_equals_closed_form(steps):
+def test_linear_model_meta_gradient_equals_closed_form(steps, backend):
     """MAML on f(x) = X theta with squared loss has a closed-form meta-gradient.
 
     Augment the inputs with a column of ones, so that theta = (w, b) and the prediction
@@ -241,9 +222,18 @@ def test_linear_model_meta_gradient_equals_closed_form(steps):
     inner_lr = 0.1
     expected_second, expected_first = closed_form_linear_maml(params, batch, inner_lr=inner_lr, steps=steps)
 
-    _, second = vectorised_maml(model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=steps)
+    _, second = vectorised_maml(
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=steps, backend=backend
+    )
     _, first = vectorised_maml(
-        model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=steps, first_order=True
+        model,
+        params,
+        batch,
+        loss_fn=F.mse_loss,
+        inner_lr=inner_lr,
+        steps=steps,
+        first_order=True,
+        backend=backend,
     )
 
     torch.testing.assert_close(flat(second), expected_second, **EXACT)
@@ -251,23 +241,25 @@ def test_linear_model_meta_gradient_equals_closed_form(steps):
     assert (expected_second - expected_first).abs().max() > 1e-3  # the Hessian term matters here
 
 
-def test_zero_steps_leave_params_unchanged(make_model, sine_batch, theta):
+def test_zero_steps_leave_params_unchanged(make_model, sine_batch, theta, backend):
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params = theta(model)
     support_x, support_y, _, _ = sine_batch()
 
-    adapted = mb.adapt(model, params, support_x[0], support_y[0], loss_fn=F.mse_loss, inner_lr=0.1, steps=0)
+    adapted = mb.adapt(
+        model, params, support_x[0], support_y[0], loss_fn=F.mse_loss, inner_lr=0.1, steps=0, backend=backend
+    )
 
     assert adapted.keys() == params.keys()
     assert all(torch.equal(adapted[name], params[name]) for name in params)
 
 
-def test_zero_steps_meta_loss_is_the_plain_query_loss(make_model, sine_batch, theta):
+def test_zero_steps_meta_loss_is_the_plain_query_loss(make_model, sine_batch, theta, backend):
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params = theta(model)
     batch = sine_batch()
 
-    meta_loss = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, steps=0)
+    meta_loss = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, steps=0, backend=backend)
     query_loss = torch.stack(
         [
             F.mse_loss(functional_call(model, params, (x,)), y)
@@ -282,29 +274,35 @@ def test_zero_steps_meta_loss_is_the_plain_query_loss(make_model, sine_batch, th
         torch.testing.assert_close(actual, expected, **EXACT)
 
 
-def test_zero_inner_lr_is_the_same_as_zero_steps(make_model, sine_batch, theta):
+def test_zero_inner_lr_is_the_same_as_zero_steps(make_model, sine_batch, theta, backend):
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params = theta(model)
     batch = sine_batch()
 
-    _, no_lr = vectorised_maml(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.0, steps=3)
-    _, no_steps = vectorised_maml(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.5, steps=0)
+    _, no_lr = vectorised_maml(
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.0, steps=3, backend=backend
+    )
+    _, no_steps = vectorised_maml(
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.5, steps=0, backend=backend
+    )
 
     assert_params_close(no_lr, no_steps, **EXACT)
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-def test_adapt_on_one_task_equals_per_task_loop(problem, theta, steps):
+def test_adapt_on_one_task_equals_per_task_loop(problem, theta, steps, backend):
     model, batch, loss_fn, inner_lr = problem
     params = theta(model)
     one_task = batch.slice_tasks(1, 2)
     support_x, support_y, query_x, query_y = (tensor[0] for tensor in one_task)
 
-    adapted = mb.adapt(model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps)
+    adapted = mb.adapt(
+        model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps, backend=backend
+    )
     query_loss = loss_fn(functional_call(model, adapted, (query_x,)), query_y)
     grad = dict(zip(params, torch.autograd.grad(query_loss, list(params.values())), strict=True))
 
-    expected_loss, expected_grad = loop_maml(
+    expected_loss, expected_grad = reference_maml(
         model, params, one_task, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps
     )
     torch.testing.assert_close(query_loss.detach(), expected_loss, **EXACT)
@@ -312,13 +310,15 @@ def test_adapt_on_one_task_equals_per_task_loop(problem, theta, steps):
     assert all(not torch.equal(adapted[name], params[name]) for name in params)  # it did move
 
 
-def test_adapt_values_follow_plain_sgd(make_model, sine_batch, theta):
+def test_adapt_values_follow_plain_sgd(make_model, sine_batch, theta, backend):
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params = theta(model)
     support_x, support_y, _, _ = (tensor[0] for tensor in sine_batch())
     inner_lr = 0.05
 
-    adapted = mb.adapt(model, params, support_x, support_y, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=2)
+    adapted = mb.adapt(
+        model, params, support_x, support_y, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=2, backend=backend
+    )
 
     phi = params
     for _ in range(2):
@@ -332,25 +332,27 @@ def test_adapt_values_follow_plain_sgd(make_model, sine_batch, theta):
     )
 
 
-def test_backward_puts_meta_gradient_on_model_parameters(problem, theta):
+def test_backward_puts_meta_gradient_on_model_parameters(problem, theta, backend):
     model, batch, loss_fn, inner_lr = problem
     kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": 2}
-    _, expected_grad = loop_maml(model, theta(model), batch, **kwargs)
+    _, expected_grad = reference_maml(model, theta(model), batch, **kwargs)
 
     model.zero_grad(set_to_none=True)
-    mb.maml_loss(model, dict(model.named_parameters()), batch, **kwargs).backward()
+    mb.maml_loss(model, dict(model.named_parameters()), batch, **kwargs, backend=backend).backward()
 
     assert_params_close({name: p.grad for name, p in model.named_parameters()}, expected_grad, **EXACT)
 
 
-def test_meta_loss_is_the_mean_of_single_task_meta_losses(make_model, sine_batch, theta):
+def test_meta_loss_is_the_mean_of_single_task_meta_losses(make_model, sine_batch, theta, backend):
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params = theta(model)
     batch = sine_batch(4)
     kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "steps": 2}
 
-    whole = mb.maml_loss(model, params, batch, **kwargs)
-    single = [mb.maml_loss(model, params, batch.slice_tasks(t, t + 1), **kwargs) for t in range(4)]
+    whole = mb.maml_loss(model, params, batch, **kwargs, backend=backend)
+    single = [
+        mb.maml_loss(model, params, batch.slice_tasks(t, t + 1), **kwargs, backend=backend) for t in range(4)
+    ]
 
     torch.testing.assert_close(whole, torch.stack(single).mean(), **EXACT)
 
@@ -360,28 +362,17 @@ def test_inner_loop_adapts_per_task_params_made_under_no_grad(make_model, sine_b
     model = make_model(lambda: mb.models.MLP(1, (8,), 1))
     params = dict(model.named_parameters())
     batch = sine_batch(num_tasks=3)
+    loop = mb.InnerLoop.of(params, inner_lr=0.1, steps=2, first_order=True)
+    support_losses = mb.backends.Autograd().task_losses(
+        mb.backends.Problem("test", model, params, F.mse_loss, loop, (batch.support_x,)),
+        batch.support_x,
+        batch.support_y,
+        F.mse_loss,
+    )
     with torch.no_grad():
         frozen_views = mb.inner.per_task(params, 3)
-    expected, _ = mb.inner.inner_loop(
-        model,
-        mb.inner.per_task(params, 3),
-        batch.support_x,
-        batch.support_y,
-        loss_fn=F.mse_loss,
-        inner_lr=0.1,
-        steps=2,
-        first_order=True,
-    )
-    adapted, _ = mb.inner.inner_loop(
-        model,
-        frozen_views,
-        batch.support_x,
-        batch.support_y,
-        loss_fn=F.mse_loss,
-        inner_lr=0.1,
-        steps=2,
-        first_order=True,
-    )
+    *_, expected = mb.inner.adaptation(support_losses, mb.inner.per_task(params, 3), loop)
+    *_, adapted = mb.inner.adaptation(support_losses, frozen_views, loop)
     for name in params:
-        assert not torch.allclose(adapted[name], frozen_views[name])
-        torch.testing.assert_close(adapted[name], expected[name].detach(), rtol=0, atol=1e-12)
+        assert not torch.allclose(adapted.adapted[name], frozen_views[name])
+        torch.testing.assert_close(adapted.adapted[name], expected.adapted[name].detach(), rtol=0, atol=1e-12)

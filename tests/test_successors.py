@@ -2,8 +2,8 @@
 (per-parameter learned rates), MAML++ (per-step rates, multi-step loss) and the
 options of ``MetaTrainConfig`` that train them.
 
-The package's vectorised inner step is checked against an explicit per-task loop,
-written here, that applies each method's update rule literally.
+The package, on every backend that computes them, is checked against the per-task
+loop of ``mamlbook.reference``.
 """
 
 from __future__ import annotations
@@ -23,41 +23,10 @@ from mamlbook.training import multi_step_weights
 
 EXACT = {"atol": 1e-10, "rtol": 1e-10}
 
-# Every oracle runs on every path of maml_loss and the inner loop (see conftest.forward_path).
-pytestmark = pytest.mark.usefixtures("forward_path")
 
-
-def rate_of(inner_lr, step, name):
-    """The literal rate of parameter ``name`` at inner step ``step``."""
-    rate = inner_lr[step] if isinstance(inner_lr, list) else inner_lr
-    return rate[name] if isinstance(rate, dict) else rate
-
-
-def loop_meta_loss(
-    model, params, batch, *, inner_lr, steps, adapt_only=None, step_weights=None, loss_fn=F.mse_loss
-):
-    """sum_s w_s * mean_t L_query(phi_t,s), phi by a loop over tasks and steps.
-
-    phi_t,0 = theta; phi_t,s+1[n] = phi_t,s[n] - rate(s, n) * dL_support/dphi[n] for the
-    adapted names n, the others kept; gradients with ``create_graph=True``.
-    """
-    names = list(params)
-    adapted = names if adapt_only is None else adapt_only
-    weights = step_weights if step_weights is not None else [0.0] * (steps - 1) + [1.0]
-    total = 0.0
-    for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        phi = dict(params)
-        for step in range(steps):
-            support_loss = loss_fn(functional_call(model, phi, (support_x,)), support_y)
-            grads = torch.autograd.grad(support_loss, [phi[n] for n in adapted], create_graph=True)
-            phi = {
-                **phi,
-                **{n: phi[n] - rate_of(inner_lr, step, n) * g for n, g in zip(adapted, grads, strict=True)},
-            }
-            if weights[step]:
-                query_loss = loss_fn(functional_call(model, phi, (query_x,)), query_y)
-                total = total + weights[step] * query_loss / batch.num_tasks
-    return total
+def reference_meta_loss(model, params, batch, *, loss_fn=F.mse_loss, **kwargs):
+    """``mamlbook.reference.maml_loss``: each method's update rule applied literally, task by task."""
+    return mb.reference.maml_loss(model, params, batch, loss_fn=loss_fn, **kwargs)
 
 
 def grads_of(loss, tensors):
@@ -69,27 +38,43 @@ def mlp(make_model):
     return make_model(lambda: MLP(1, (8, 8), 1))
 
 
-def test_anil_adapts_only_the_head_and_matches_the_loop(mlp, theta, sine_batch):
+def test_anil_adapts_only_the_head_and_matches_the_loop(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
     kwargs = {"inner_lr": 0.05, "steps": 2}
-    expected = loop_meta_loss(mlp, params, batch, adapt_only=["head.weight", "head.bias"], **kwargs)
-    actual = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, adapt_only="head", **kwargs)
+    expected = reference_meta_loss(mlp, params, batch, adapt_only=["head.weight", "head.bias"], **kwargs)
+    actual = mb.maml_loss(
+        mlp, params, batch, loss_fn=F.mse_loss, adapt_only="head", **kwargs, backend=backend
+    )
     torch.testing.assert_close(actual, expected, **EXACT)
     for got, want in zip(grads_of(actual, params.values()), grads_of(expected, params.values()), strict=True):
         torch.testing.assert_close(got, want, **EXACT)
 
     phi = mb.adapt(
-        mlp, params, batch.support_x[0], batch.support_y[0], loss_fn=F.mse_loss, adapt_only="head", **kwargs
+        mlp,
+        params,
+        batch.support_x[0],
+        batch.support_y[0],
+        loss_fn=F.mse_loss,
+        adapt_only="head",
+        **kwargs,
+        backend=backend,
     )
     for name in params:
         changed = not torch.equal(phi[name], params[name])
         assert changed == name.startswith("head."), name
 
 
-def test_anil_body_still_gets_a_meta_gradient(mlp, theta, sine_batch):
+def test_anil_body_still_gets_a_meta_gradient(mlp, theta, sine_batch, backend):
     params = theta(mlp)
     loss = mb.maml_loss(
-        mlp, params, sine_batch(), loss_fn=F.mse_loss, inner_lr=0.05, steps=1, adapt_only="head"
+        mlp,
+        params,
+        sine_batch(),
+        loss_fn=F.mse_loss,
+        inner_lr=0.05,
+        steps=1,
+        adapt_only="head",
+        backend=backend,
     )
     body_grad = torch.autograd.grad(loss, params["body.0.weight"])[0]
     assert body_grad.abs().sum() > 0
@@ -105,39 +90,48 @@ def meta_sgd_rates(params, seed=1):
     }
 
 
-def test_meta_sgd_matches_the_loop_for_params_and_rates(mlp, theta, sine_batch):
+def test_meta_sgd_matches_the_loop_for_params_and_rates(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
     rates = meta_sgd_rates(params)
-    expected = loop_meta_loss(mlp, params, batch, inner_lr=rates, steps=2)
-    actual = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rates, steps=2)
+    expected = reference_meta_loss(mlp, params, batch, inner_lr=rates, steps=2)
+    actual = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rates, steps=2, backend=backend)
     torch.testing.assert_close(actual, expected, **EXACT)
     leaves = [*params.values(), *rates.values()]
     for got, want in zip(grads_of(actual, leaves), grads_of(expected, leaves), strict=True):
         torch.testing.assert_close(got, want, **EXACT)
 
 
-def test_meta_sgd_rate_gradient_matches_finite_differences(mlp, theta, sine_batch):
+def test_meta_sgd_rate_gradient_matches_finite_differences(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch(num_tasks=2)
     rates = meta_sgd_rates(params)
 
     def meta_loss(rate_values):
-        return mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rate_values, steps=2)
+        return mb.maml_loss(
+            mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rate_values, steps=2, backend=backend
+        )
 
     analytic = dict(zip(rates, grads_of(meta_loss(rates), rates.values()), strict=True))
     numeric = finite_difference_grad(meta_loss, {name: rate.detach() for name, rate in rates.items()})
     assert max_relative_error(analytic, numeric) < 1e-6
 
 
-def test_per_step_rates_and_multi_step_loss_match_the_loop(mlp, theta, sine_batch):
+def test_per_step_rates_and_multi_step_loss_match_the_loop(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
     per_step = {
         name: torch.tensor([0.03, 0.05, 0.02], dtype=torch.float64, requires_grad=True) for name in params
     }
     inner_lr = [{name: rate[step] for name, rate in per_step.items()} for step in range(3)]
     weights = [0.2, 0.3, 0.5]
-    expected = loop_meta_loss(mlp, params, batch, inner_lr=inner_lr, steps=3, step_weights=weights)
+    expected = reference_meta_loss(mlp, params, batch, inner_lr=inner_lr, steps=3, step_weights=weights)
     actual = mb.maml_loss(
-        mlp, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=3, step_weights=weights
+        mlp,
+        params,
+        batch,
+        loss_fn=F.mse_loss,
+        inner_lr=inner_lr,
+        steps=3,
+        step_weights=weights,
+        backend=backend,
     )
     torch.testing.assert_close(actual, expected, **EXACT)
     leaves = [*params.values(), *per_step.values()]
@@ -145,9 +139,9 @@ def test_per_step_rates_and_multi_step_loss_match_the_loop(mlp, theta, sine_batc
         torch.testing.assert_close(got, want, **EXACT)
 
 
-def test_weights_on_the_last_step_alone_equal_plain_maml(mlp, theta, sine_batch):
+def test_weights_on_the_last_step_alone_equal_plain_maml(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
-    plain = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=3)
+    plain = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=3, backend=backend)
     weighted = mb.maml_loss(
         mlp,
         params,
@@ -156,28 +150,31 @@ def test_weights_on_the_last_step_alone_equal_plain_maml(mlp, theta, sine_batch)
         inner_lr=0.05,
         steps=3,
         step_weights=torch.tensor([0.0, 0.0, 1.0]),
+        backend=backend,
     )
     torch.testing.assert_close(weighted, plain, **EXACT)
 
 
-def test_constant_learned_rates_equal_a_fixed_alpha(mlp, theta, sine_batch):
+def test_constant_learned_rates_equal_a_fixed_alpha(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
     per_tensor = {name: torch.tensor(0.05, dtype=torch.float64) for name in params}
-    fixed = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=2)
-    learned = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=[per_tensor, per_tensor], steps=2)
+    fixed = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=2, backend=backend)
+    learned = mb.maml_loss(
+        mlp, params, batch, loss_fn=F.mse_loss, inner_lr=[per_tensor, per_tensor], steps=2, backend=backend
+    )
     torch.testing.assert_close(learned, fixed, **EXACT)
 
 
-def test_evaluate_uses_the_rate_of_each_step(mlp, theta, sine_batch):
+def test_evaluate_uses_the_rate_of_each_step(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
     rates = [{name: torch.tensor(rate, dtype=torch.float64) for name in params} for rate in (0.05, 0.0)]
-    result = mb.evaluate(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rates, steps=2)
-    single = mb.evaluate(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=1)
+    result = mb.evaluate(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rates, steps=2, backend=backend)
+    single = mb.evaluate(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=1, backend=backend)
     torch.testing.assert_close(result.per_task[:, 1], single.per_task[:, 1], **EXACT)
     torch.testing.assert_close(result.per_task[:, 2], result.per_task[:, 1], **EXACT)  # rate 0: no change
 
 
-def test_evaluate_records_a_metric_and_adapts_only_what_is_asked(mlp, theta, sine_batch):
+def test_evaluate_records_a_metric_and_adapts_only_what_is_asked(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
 
     def mean_abs_error(prediction, target):
@@ -192,6 +189,7 @@ def test_evaluate_records_a_metric_and_adapts_only_what_is_asked(mlp, theta, sin
         steps=1,
         metric=mean_abs_error,
         adapt_only="head",
+        backend=backend,
     )
     phi = mb.adapt(
         mlp,
@@ -202,13 +200,14 @@ def test_evaluate_records_a_metric_and_adapts_only_what_is_asked(mlp, theta, sin
         inner_lr=0.05,
         steps=1,
         adapt_only="head",
+        backend=backend,
     )
     expected = mean_abs_error(functional_call(mlp, phi, (batch.query_x[0],)), batch.query_y[0])
     torch.testing.assert_close(head_only.per_task[0, 1], expected.detach(), **EXACT)
 
 
 @pytest.mark.parametrize("method", ["anil", "meta_sgd", "maml_pp"])
-def test_successors_on_conv4_with_batch_statistics_match_the_loop(make_model, theta, method):
+def test_successors_on_conv4_with_batch_statistics_match_the_loop(make_model, theta, method, backend):
     model = make_model(lambda: Conv4(n_way=3, hidden=4))
     images = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     labels = torch.arange(3).repeat(4)
@@ -231,8 +230,8 @@ def test_successors_on_conv4_with_batch_statistics_match_the_loop(make_model, th
             ],
             "step_weights": [0.4, 0.6],
         }
-    expected = loop_meta_loss(model, params, batch, loss_fn=F.cross_entropy, **kwargs)
-    actual = mb.maml_loss(model, params, batch, loss_fn=F.cross_entropy, **kwargs)
+    expected = reference_meta_loss(model, params, batch, loss_fn=F.cross_entropy, **kwargs)
+    actual = mb.maml_loss(model, params, batch, loss_fn=F.cross_entropy, **kwargs, backend=backend)
     torch.testing.assert_close(actual, expected, **EXACT)
     for got, want in zip(grads_of(actual, params.values()), grads_of(expected, params.values()), strict=True):
         torch.testing.assert_close(got, want, **EXACT)
@@ -276,7 +275,7 @@ def test_first_order_annealing_over_every_iteration_is_first_order_maml(make_mod
     ("learned", "shape_of"),
     [("per_parameter", lambda param, steps: param.shape), ("per_layer_per_step", lambda param, steps: ())],
 )
-def test_meta_train_learns_rates_and_returns_them(make_model, learned, shape_of):
+def test_meta_train_learns_rates_and_returns_them(make_model, learned, shape_of, backend):
     model, history = train(make_model, small_config(learned_inner_lr=learned, multi_step_loss_iterations=2))
     steps = history.inner_lr if isinstance(history.inner_lr, list) else [history.inner_lr]
     params = dict(model.named_parameters())
@@ -286,7 +285,9 @@ def test_meta_train_learns_rates_and_returns_them(make_model, learned, shape_of)
             assert rate.shape == shape_of(params[name], 2) and not rate.requires_grad
     assert any(not torch.allclose(rate, torch.full_like(rate, 0.05)) for rate in steps[0].values())
     batch = mb.tasks.Sinusoid().sample(3, generator=torch.Generator().manual_seed(0))
-    result = mb.evaluate(model, params, batch, loss_fn=F.mse_loss, inner_lr=history.inner_lr, steps=2)
+    result = mb.evaluate(
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=history.inner_lr, steps=2, backend=backend
+    )
     assert torch.isfinite(result.mean).all()
 
 
@@ -310,19 +311,19 @@ def test_anil_training_leaves_the_inner_loop_of_the_body_alone(make_model):
         ({"step_weights": [0.0, 0.0]}, ValueError, "all zero"),
     ],
 )
-def test_bad_successor_arguments_are_named(mlp, theta, sine_batch, kwargs, error, match):
+def test_bad_successor_arguments_are_named(mlp, theta, sine_batch, kwargs, error, match, backend):
     arguments = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "steps": 2, **kwargs}
     with pytest.raises(error, match=match):
-        mb.maml_loss(mlp, theta(mlp), sine_batch(), **arguments)
+        mb.maml_loss(mlp, theta(mlp), sine_batch(), **arguments, backend=backend)
 
 
-def test_learned_rate_of_the_wrong_shape_is_named(mlp, theta, sine_batch):
+def test_learned_rate_of_the_wrong_shape_is_named(mlp, theta, sine_batch, backend):
     params = theta(mlp)
     rates = {name: torch.full((2,), 0.1, dtype=torch.float64) for name in params}
     with pytest.raises(
         ValueError, match=r"inner_lr\['body.0.weight'\] must be a scalar or of the parameter's shape"
     ):
-        mb.maml_loss(mlp, params, sine_batch(), loss_fn=F.mse_loss, inner_lr=rates, steps=1)
+        mb.maml_loss(mlp, params, sine_batch(), loss_fn=F.mse_loss, inner_lr=rates, steps=1, backend=backend)
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inner import inner_loop, per_task, task_losses
+from ..inner import per_task
 from ..models import MLP
 from ..tasks import Sinusoid
 from ..types import Params, TaskBatch
+from ._per_task import adapted_per_task, losses_per_task
 from .result import CheckResult
 
 _INNER_LR = 0.05
@@ -78,7 +79,7 @@ def _problem(seed: int) -> tuple[nn.Module, TaskBatch]:
 def _adapted(model: nn.Module, starts: Params, batch: TaskBatch, steps: int) -> Params:
     """Each task adapted from ``starts`` (tensors ``(T, ...)``), first order, detached."""
     starts = {name: tensor.detach() for name, tensor in starts.items()}
-    adapted, _ = inner_loop(
+    return adapted_per_task(
         model,
         starts,
         batch.support_x,
@@ -88,7 +89,6 @@ def _adapted(model: nn.Module, starts: Params, batch: TaskBatch, steps: int) -> 
         steps=steps,
         first_order=True,
     )
-    return adapted
 
 
 def _call(fn: Callable[..., Params], model: nn.Module, batch: TaskBatch, **settings) -> tuple | CheckResult:
@@ -191,7 +191,7 @@ def check_reptile_step(fn: Callable[..., Params]) -> CheckResult:
 def _query_grads(model: nn.Module, points: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
     """Each task's loss gradient at its own parameters ``points`` (tensors ``(T, ...)``)."""
     leaves = {name: tensor.detach().requires_grad_() for name, tensor in points.items()}
-    grads = torch.autograd.grad(task_losses(model, leaves, x, y, F.mse_loss).sum(), list(leaves.values()))
+    grads = torch.autograd.grad(losses_per_task(model, leaves, x, y, F.mse_loss).sum(), list(leaves.values()))
     return dict(zip(leaves, grads, strict=True))
 
 
@@ -203,7 +203,7 @@ def _fomaml_answers(model, batch, steps) -> tuple[Params, list[tuple[str, Params
     per_task_grads = _query_grads(model, phi, batch.query_x, batch.query_y)  # (T, ...) each
     expected = {name: grad.mean(0) for name, grad in per_task_grads.items()}
     leaves = {name: tensor.clone().requires_grad_() for name, tensor in theta.items()}
-    exact_phi, _ = inner_loop(
+    exact_phi = adapted_per_task(
         model,
         per_task(leaves, batch.num_tasks),
         batch.support_x,
@@ -211,9 +211,8 @@ def _fomaml_answers(model, batch, steps) -> tuple[Params, list[tuple[str, Params
         loss_fn=F.mse_loss,
         inner_lr=_INNER_LR,
         steps=steps,
-        first_order=False,
     )
-    exact = task_losses(model, exact_phi, batch.query_x, batch.query_y, F.mse_loss).mean()
+    exact = losses_per_task(model, exact_phi, batch.query_x, batch.query_y, F.mse_loss).mean()
     mistakes = [
         ("second_order", dict(zip(leaves, torch.autograd.grad(exact, list(leaves.values())), strict=True))),
         (

@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inner import inner_loop, per_task, task_losses
+from ..inner import per_task
 from ..models import MLP
 from ..tasks import Sinusoid
 from ..types import LossFn, Params, TaskBatch
+from ._per_task import adapted_per_task, losses_per_task
 from .result import CheckResult
 
 _INNER_LR = 0.05
@@ -88,7 +89,7 @@ def _mean_query_loss(
     first_order: bool = False,
 ) -> torch.Tensor:
     """Mean query loss of T tasks adapted from ``starts`` (tensors ``(T, ...)``)."""
-    adapted, _ = inner_loop(
+    adapted = adapted_per_task(
         model,
         starts,
         batch.support_x,
@@ -98,7 +99,7 @@ def _mean_query_loss(
         steps=steps,
         first_order=first_order,
     )
-    return task_losses(model, adapted, batch.query_x, batch.query_y, loss_fn).mean()
+    return losses_per_task(model, adapted, batch.query_x, batch.query_y, loss_fn).mean()
 
 
 def _shared_adaptation(model, params, batch, loss_fn, *, inner_lr, steps):
@@ -106,18 +107,11 @@ def _shared_adaptation(model, params, batch, loss_fn, *, inner_lr, steps):
     tasks = batch.num_tasks
     support_x = batch.support_x.reshape(1, -1, *batch.support_x.shape[2:])  # (1, T * K, ...)
     support_y = batch.support_y.reshape(1, -1, *batch.support_y.shape[2:])
-    shared, _ = inner_loop(
-        model,
-        per_task(params, 1),
-        support_x,
-        support_y,
-        loss_fn=loss_fn,
-        inner_lr=inner_lr,
-        steps=steps,
-        first_order=False,
+    shared = adapted_per_task(
+        model, per_task(params, 1), support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps
     )
     starts = {name: tensor.expand(tasks, *tensor.shape[1:]) for name, tensor in shared.items()}
-    return task_losses(model, starts, batch.query_x, batch.query_y, loss_fn).mean()
+    return losses_per_task(model, starts, batch.query_x, batch.query_y, loss_fn).mean()
 
 
 def _sequential(model, params, batch, loss_fn, *, inner_lr, steps):
@@ -125,17 +119,10 @@ def _sequential(model, params, batch, loss_fn, *, inner_lr, steps):
     start, losses = per_task(params, 1), []
     for task in range(batch.num_tasks):
         one = batch.slice_tasks(task, task + 1)
-        start, _ = inner_loop(
-            model,
-            start,
-            one.support_x,
-            one.support_y,
-            loss_fn=loss_fn,
-            inner_lr=inner_lr,
-            steps=steps,
-            first_order=False,
+        start = adapted_per_task(
+            model, start, one.support_x, one.support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps
         )
-        losses.append(task_losses(model, start, one.query_x, one.query_y, loss_fn))
+        losses.append(losses_per_task(model, start, one.query_x, one.query_y, loss_fn))
     return torch.cat(losses).mean()
 
 

@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inner import adapt, inner_loop, per_task, task_losses
+from ..inner import per_task
+from ..meta import adapt
 from ..models import MLP
 from ..tasks import Sinusoid
 from ..types import Params, TaskBatch
+from ._per_task import adapted_per_task, losses_per_task
 from .result import CheckResult
 
 _Z95 = 1.96  # the 97.5 % quantile of the standard normal distribution
@@ -126,7 +128,7 @@ def _scores(
     """``(T,)`` loss on ``score_on`` of each task after ``steps`` SGD steps on ``adapt_on``."""
     theta = {name: tensor.detach() for name, tensor in params.items()}
     num_tasks = adapt_on[0].shape[0]
-    adapted, _ = inner_loop(
+    adapted = adapted_per_task(
         model,
         per_task(theta, num_tasks),
         *adapt_on,
@@ -136,7 +138,7 @@ def _scores(
         first_order=True,
     )
     with torch.no_grad():
-        return task_losses(model, adapted, *score_on, F.mse_loss)
+        return losses_per_task(model, adapted, *score_on, F.mse_loss)
 
 
 def _chained_scores(

@@ -8,12 +8,12 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.func import functional_call
 
+from .._checks import params_device
 from ..evaluation import EvaluationResult
-from ..inner import adapt
+from ..meta import adapt
 from ..tasks import SineWaves
 from ..training import TrainingHistory
 from ..types import LossFn, Params, TaskBatch
-from ..validation import params_device
 
 
 def plot_meta_loss(history: TrainingHistory, *, smooth: int = 50) -> Figure:

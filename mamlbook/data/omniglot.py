@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import http.client
 import os
-import shutil
-import tempfile
-import urllib.request
 import warnings
 import zipfile
 import zlib
@@ -26,8 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import write_atomically
-from .validation import check_int
+from .._checks import check_int
+from .._files import download, extract_atomically, write_atomically
 
 PARTS = ("images_background", "images_evaluation")
 """The two halves of Omniglot, with 964 background and 659 evaluation characters."""
@@ -40,8 +36,6 @@ _MD5S = {
     "images_evaluation": "6b91aef0f799c5bb55b94e3f2daec811",
 }
 _CACHE_FORMAT = 1
-_TIMEOUT_S = 60
-_open_url = urllib.request.urlopen
 
 
 class OmniglotDownloadError(RuntimeError):
@@ -392,52 +386,15 @@ def _write_cache(path: Path, data: Omniglot) -> None:
 
 
 def _download_missing(root: Path) -> None:
-    """Download and extract each part that has neither its folder nor its zip in ``root``."""
+    """Download and extract each part that has neither its folder nor its zip in ``root``.
+
+    An interrupted run leaves at most a hidden ``.<part>.*.extracting`` folder, which
+    ``load_omniglot`` never reads.
+    """
     for part in PARTS:
         archive, folder = root / f"{part}.zip", root / part
         if folder.is_dir() or archive.is_file():
             continue
         root.mkdir(parents=True, exist_ok=True)
-        write_atomically(archive, functools.partial(_fetch, _URLS[part], _MD5S[part], archive))
-        _extract_atomically(archive, folder)
-
-
-def _fetch(url: str, md5: str, target: Path, file: BinaryIO) -> None:
-    """Stream ``url`` into ``file``; raise ``OmniglotDownloadError`` if its MD5 is not ``md5``."""
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with _open_url(url, timeout=_TIMEOUT_S) as response:
-            while chunk := response.read(1 << 20):
-                digest.update(chunk)
-                file.write(chunk)
-    except (OSError, http.client.HTTPException) as err:
-        raise OmniglotDownloadError(
-            f"could not download {url} ({err}); check the connection, or save that file as {target} yourself"
-        ) from err
-    if digest.hexdigest() != md5:
-        raise OmniglotDownloadError(
-            f"the file downloaded from {url} has MD5 {digest.hexdigest()} instead of {md5}, so it was "
-            f"not kept: try again, or save a good copy as {target} yourself"
-        )
-
-
-def _extract_atomically(archive: Path, folder: Path) -> None:
-    """Extract ``archive`` beside ``folder``, then rename its top folder to ``folder``.
-
-    An interrupted run leaves at most a hidden ``.<part>.*.extracting`` folder, which
-    ``load_omniglot`` never reads.
-    """
-    temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".extracting"))
-    try:
-        try:
-            with zipfile.ZipFile(archive) as opened:
-                opened.extractall(temp)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-            raise ValueError(
-                f"{archive} is not a valid zip file ({err}); delete it and download it again"
-            ) from err
-        if not (temp / folder.name).is_dir():
-            raise ValueError(f"{archive} holds no folder {folder.name}/; delete it and download it again")
-        os.replace(temp / folder.name, folder)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        download(_URLS[part], archive, md5=_MD5S[part], error=OmniglotDownloadError)
+        extract_atomically(archive, folder)

@@ -1,11 +1,15 @@
-"""The explicit meta-gradient of ReLU networks with the MSE (``mamlbook.explicit``), in float64.
+"""The ``closed_form`` backend: MAML's meta-gradient of ReLU networks with the MSE, in float64.
 
-Each check compares ``maml_loss`` on the explicit path with ``maml_loss`` on the autograd
-path (the explicit path turned off), which the oracles of ``test_meta_gradient`` check
-against a per-task loop, finite differences and a closed form.
+Each check compares ``maml_loss`` on the closed form with ``maml_loss`` on the
+``autograd`` backend, which the oracles of ``test_meta_gradient`` check against the
+per-task loop, finite differences and a closed form of their own; those oracles run
+on this backend too.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import logging
 
 import pytest
 import torch
@@ -13,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import mamlbook as mb
-from mamlbook.explicit import explicit_maml_loss
 from mamlbook.models import MLP, Conv4
 
 EXACT = {"atol": 1e-12, "rtol": 1e-10}
@@ -40,27 +43,25 @@ def regression_batch(num_tasks=3, num_support=5, num_query=4, seed=0) -> mb.Task
     return mb.TaskBatch(*(t.double() for t in (x_support, y_support, x_query, y_query)))
 
 
-def both_paths(monkeypatch, model, params, batch, **kwargs):
-    """``maml_loss`` on the explicit path and on the autograd path: (loss, grads) of each."""
-    explicit = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, **kwargs)
-    assert type(explicit.grad_fn).__name__ == "_ExplicitMAMLBackward"
-    with monkeypatch.context() as patch:
-        patch.setattr(mb.meta, "explicit_maml_loss", lambda *args, **kw: None)
-        by_autograd = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, **kwargs)
-    assert type(by_autograd.grad_fn).__name__ != "_ExplicitMAMLBackward"
+def both_backends(model, params, batch, **kwargs):
+    """``maml_loss`` on the closed form and on autograd: (loss, grads) of each."""
     return [
-        (loss.detach(), torch.autograd.grad(loss, list(params.values()))) for loss in (explicit, by_autograd)
+        (loss.detach(), torch.autograd.grad(loss, list(params.values())))
+        for loss in (
+            mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, backend=backend, **kwargs)
+            for backend in ("closed_form", "autograd")
+        )
     ]
 
 
 @pytest.mark.parametrize("name", list(networks()))
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_meta_gradient_equals_autograd(monkeypatch, make_model, theta, name, steps, first_order):
+def test_meta_gradient_equals_autograd(make_model, theta, name, steps, first_order):
     model = make_model(lambda: networks()[name])
     params = theta(model)
-    (loss, grads), (expected_loss, expected_grads) = both_paths(
-        monkeypatch, model, params, regression_batch(), inner_lr=0.1, steps=steps, first_order=first_order
+    (loss, grads), (expected_loss, expected_grads) = both_backends(
+        model, params, regression_batch(), inner_lr=0.1, steps=steps, first_order=first_order
     )
     torch.testing.assert_close(loss, expected_loss, **EXACT)
     for grad, expected in zip(grads, expected_grads, strict=True):
@@ -68,35 +69,33 @@ def test_meta_gradient_equals_autograd(monkeypatch, make_model, theta, name, ste
     assert any(grad.abs().max() > 1e-3 for grad in grads)  # not trivially zero
 
 
-def test_rates_per_step_follow_each_step(monkeypatch, make_model, theta, sine_batch):
+def test_rates_per_step_follow_each_step(make_model, theta, sine_batch):
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params = theta(model)
-    (loss, grads), (expected_loss, expected_grads) = both_paths(
-        monkeypatch, model, params, sine_batch(4, 5, 6), inner_lr=[0.2, 0.0, 0.05], steps=3
+    (loss, grads), (expected_loss, expected_grads) = both_backends(
+        model, params, sine_batch(4, 5, 6), inner_lr=[0.2, 0.0, 0.05], steps=3
     )
     torch.testing.assert_close(loss, expected_loss, **EXACT)
     for grad, expected in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, expected, **EXACT)
 
 
-def test_second_derivative_equals_autograd(monkeypatch, make_model, theta, sine_batch):
-    """Differentiated twice, the explicit path recomputes through autograd: H v of the meta-loss."""
+def test_second_derivative_equals_autograd(make_model, theta, sine_batch):
+    """Differentiated twice, the closed form's formulas go through autograd: H v of the meta-loss."""
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params, batch = theta(model), sine_batch(4, 5, 6)
     direction = [
         torch.randn_like(p, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(params.values())
     ]
 
-    def hessian_vector():
-        loss = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, steps=2)
+    def hessian_vector(backend):
+        loss = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, steps=2, backend=backend)
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
         return torch.autograd.grad(
             sum((g * v).sum() for g, v in zip(grads, direction, strict=True)), list(params.values())
         )
 
-    explicit = hessian_vector()
-    monkeypatch.setattr(mb.meta, "explicit_maml_loss", lambda *args, **kw: None)
-    for actual, expected in zip(explicit, hessian_vector(), strict=True):
+    for actual, expected in zip(hessian_vector("closed_form"), hessian_vector("autograd"), strict=True):
         torch.testing.assert_close(actual, expected, **EXACT)
 
 
@@ -106,7 +105,9 @@ def test_gradcheck_in_float64(make_model, sine_batch):
 
     def meta_loss(*tensors):
         params = dict(zip(names, tensors, strict=True))
-        return mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.3, steps=2)
+        return mb.maml_loss(
+            model, params, batch, loss_fn=F.mse_loss, inner_lr=0.3, steps=2, backend="closed_form"
+        )
 
     inputs = tuple(p.detach().clone().requires_grad_() for p in model.parameters())
     assert torch.autograd.gradcheck(meta_loss, inputs)
@@ -145,7 +146,7 @@ def test_a_diverging_inner_loop_is_diagnosed_by_task_and_step(make_model, sine_b
         )
 
 
-def test_inside_torch_func_the_autograd_path_runs(make_model, sine_batch):
+def test_torch_func_grad_differentiates_the_closed_form(make_model, sine_batch):
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params, batch = {n: p.detach() for n, p in model.named_parameters()}, sine_batch()
 
@@ -159,10 +160,12 @@ def test_inside_torch_func_the_autograd_path_runs(make_model, sine_batch):
         torch.testing.assert_close(grads[name], grad, **EXACT)
 
 
-def make_args(model, batch, **changes):
+def problem(model, batch, loss_fn=F.mse_loss, inner_lr=0.1) -> mb.backends.Problem:
     params = dict(model.named_parameters())
-    args = {"loss_fn": F.mse_loss, "step_rates": [0.1], "first_order": False, "meta_loss_by_autograd": None}
-    return (model, params, batch), {**args, **changes}
+    loop = mb.InnerLoop.of(params, inner_lr=inner_lr, steps=1)
+    return mb.backends.Problem(
+        "maml_loss", model, params, loss_fn, loop, (batch.support_x, batch.query_x), batch
+    )
 
 
 @pytest.mark.parametrize(
@@ -179,8 +182,8 @@ def make_args(model, batch, **changes):
         "mixed_dtypes",
     ],
 )
-def test_other_problems_are_declined(make_model, sine_batch, case):
-    """None (the autograd path runs) for anything but a ReLU network, the MSE and numeric rates."""
+def test_other_problems_are_refused_with_a_reason(make_model, sine_batch, case):
+    """Anything but a ReLU network, the MSE and numeric rates: refused, and auto takes another backend."""
     model, batch, changes = make_model(lambda: MLP(1, (8, 8), 1)), sine_batch(), {}
     if case == "conv4":
         model = make_model(lambda: Conv4(5, hidden=4, image_size=8))
@@ -193,7 +196,7 @@ def test_other_problems_are_declined(make_model, sine_batch, case):
     elif case == "cross_entropy":
         changes = {"loss_fn": F.cross_entropy}
     elif case == "learned_rates":
-        changes = {"step_rates": [{name: torch.tensor(0.1) for name, _ in model.named_parameters()}]}
+        changes = {"inner_lr": {name: torch.tensor(0.1) for name, _ in model.named_parameters()}}
     elif case == "batch_requires_grad":
         batch = batch._replace(support_x=batch.support_x.clone().requires_grad_())
     elif case == "images":
@@ -207,10 +210,30 @@ def test_other_problems_are_declined(make_model, sine_batch, case):
     else:
         linear = nn.Linear(4, 4)
         model = nn.Sequential(nn.Linear(1, 4), linear, nn.ReLU(), linear, nn.Linear(4, 1)).double()
-    args, kwargs = make_args(model, batch, **changes)
-    assert explicit_maml_loss(*args, **kwargs) is None
+    call = problem(model, batch, **changes)
+    assert isinstance(mb.backends.ClosedForm().refusal(call), str)
+    assert mb.backends.choose_backend("auto", call).name != "closed_form"
 
 
-def test_the_sinusoid_mlp_takes_the_explicit_path(make_model, sine_batch):
-    args, kwargs = make_args(make_model(lambda: MLP(1)), sine_batch())
-    assert explicit_maml_loss(*args, **kwargs) is not None
+def test_an_inner_loop_option_it_does_not_know_is_refused(make_model, sine_batch):
+    """A new option of ``InnerLoop`` is refused until the closed form says it computes it."""
+
+    @dataclasses.dataclass(frozen=True)
+    class SignedSteps(mb.InnerLoop):
+        signed: bool = False
+
+    call = problem(make_model(lambda: MLP(1)), sine_batch())
+    call.loop = SignedSteps(call.loop.rates, call.loop.adapted, signed=True)
+    assert "signed" in mb.backends.ClosedForm().refusal(call)
+    with pytest.raises(ValueError, match=r"backend 'closed_form' cannot compute this maml_loss: .*signed"):
+        mb.backends.choose_backend("closed_form", call)
+
+
+def test_the_sinusoid_mlp_takes_the_closed_form(make_model, sine_batch, caplog):
+    model = make_model(lambda: MLP(1))
+    with caplog.at_level(logging.DEBUG, logger="mamlbook.backends"):
+        loss = mb.maml_loss(
+            model, dict(model.named_parameters()), sine_batch(), loss_fn=F.mse_loss, inner_lr=0.1, steps=1
+        )
+    assert type(loss.grad_fn).__name__ == "_ClosedFormMAMLBackward"
+    assert "maml_loss: backend closed_form" in caplog.text

@@ -1,6 +1,7 @@
-"""MAML for ReLU networks with the mean squared error, every derivative written out.
+"""The ``closed_form`` backend: MAML for ReLU networks with the mean squared error,
+every derivative written out.
 
-The appendix "Performance and reproduction" explains it and measures it.
+The appendix "Performance and reproduction" explains it beside the plain computation.
 
 For the sinusoid MLP, a meta-iteration is a few hundred operations on tiny tensors, and
 most of its time goes to autograd itself: recording the inner gradient's graph, then
@@ -17,24 +18,22 @@ here with batched matrix products and no graph:
   pass and then of the backpropagation. ReLU's second derivative is zero, so its mask
   stays constant, and the MSE's gradient is linear in the output.
 
-``explicit_maml_loss`` is an ``autograd.Function``: ``backward()`` on its result puts the
+``maml_loss`` is an ``autograd.Function``: ``backward()`` on its result puts the
 meta-gradient on theta as autograd would. Differentiating it twice (``create_graph=True``)
-recomputes the meta-loss through autograd and differentiates that, so higher derivatives
-stay exact. ``mamlbook.maml_loss`` takes this path where it applies and the
-general one (``mamlbook.inner.inner_step``) everywhere else.
+differentiates the same formulas by autograd, so higher derivatives stay exact.
+``mamlbook.backends`` says when ``mamlbook.maml_loss`` takes this backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .batched import _Linear, _plan, _ReLU
-from .types import LossFn, Params, TaskBatch
+from ..types import LossFn, Params, TaskBatch
+from .batched import LinearOp, Plan, ReLUOp
 
 
 class _Dense(NamedTuple):
@@ -45,92 +44,78 @@ class _Dense(NamedTuple):
     relu: bool
 
 
-class _Network(NamedTuple):
-    """A ReLU network as the explicit path runs it: an optional ReLU on the inputs, then
+class Network(NamedTuple):
+    """A ReLU network as the closed form runs it: an optional ReLU on the inputs, then
     ``Linear`` layers, each maybe followed by a ReLU."""
 
     relu_inputs: bool
     layers: tuple[_Dense, ...]
 
 
-def explicit_maml_loss(
-    model: nn.Module,
-    params: Params,
-    batch: TaskBatch,
-    *,
-    loss_fn: LossFn,
-    step_rates: Sequence[object],
-    first_order: bool,
-    meta_loss_by_autograd: Callable[[Params], torch.Tensor],
-) -> torch.Tensor | None:
-    """``maml_loss`` for a ReLU network and the MSE, derivatives by hand; None where it does not apply.
-
-    It applies when ``model`` is a sequence of ``nn.Linear`` and ``nn.ReLU`` layers (as
-    ``mamlbook.batched`` walks it), ``loss_fn`` is ``F.mse_loss`` on outputs of the targets'
-    shape and dtype, every step's rate is a number, the inputs are ``(T, K, features)`` and
-    no tensor of ``batch`` requires grad, outside ``torch.func`` transforms. Arguments
-    are checked by the caller.
-
-    Args:
-        params: theta, each tensor of its parameter's shape (not per task).
-        batch: T tasks; support ``(T, K, in)`` and ``(T, K, out)``, query ``(T, Q, in)`` and
-            ``(T, Q, out)``.
-        step_rates: the rate of each inner step, one per step (at least one step).
-        first_order: drop the second-order terms (first-order MAML).
-        meta_loss_by_autograd: ``(params) -> meta-loss`` through autograd, used only when
-            the result is differentiated twice.
-
-    Returns:
-        The meta-loss, a scalar, or None.
-    """
-    network = _relu_network(model, params, batch, loss_fn)
-    if network is None or not step_rates or not all(isinstance(rate, float) for rate in step_rates):
-        return None
-    if network.relu_inputs:  # the inputs are constants: their ReLU is too
-        batch = batch._replace(support_x=torch.relu(batch.support_x), query_x=torch.relu(batch.query_x))
-    return _ExplicitMAML.apply(
-        network.layers,
-        tuple(params),
-        tuple(step_rates),
-        first_order,
-        meta_loss_by_autograd,
-        batch,
-        *params.values(),
-    )
-
-
-def _relu_network(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn) -> _Network | None:
-    """``model`` as a ``_Network`` when the explicit path applies to it and to ``batch``, else None."""
-    if loss_fn is not F.mse_loss or torch._C._are_functorch_transforms_active():
-        return None
-    if any(tensor.requires_grad for tensor in batch):
-        return None
-    plan = _plan(model)
-    if plan is None or not all(isinstance(op, (_Linear, _ReLU)) for op in plan.ops):
-        return None
-    if params.keys() != plan.shapes.keys() or any(params[n].shape != s for n, s in plan.shapes.items()):
-        return None
+def relu_network(model_plan: Plan) -> Network | None:
+    """The model of ``model_plan`` as a ``Network``; None when it holds other layers than
+    ``nn.Linear`` and ``nn.ReLU``, or no ``nn.Linear``."""
     relu_inputs, layers = False, []
-    for op in plan.ops:
-        if isinstance(op, _Linear):
+    for op in model_plan.ops:
+        if isinstance(op, LinearOp):
             layers.append(_Dense(op.weight, op.bias, False))
+        elif not isinstance(op, ReLUOp):
+            return None
         elif layers:
             layers[-1] = layers[-1]._replace(relu=True)
         else:
             relu_inputs = True
-    if not layers:
-        return None
-    in_features = plan.shapes[layers[0].weight][1]
-    out_features = plan.shapes[layers[-1].weight][0]
-    dtype = params[layers[0].weight].dtype
-    if any(tensor.dtype != dtype for tensor in params.values()):
-        return None
+    return Network(relu_inputs, tuple(layers)) if layers else None
+
+
+def refusal(network: Network, params: Params, batch: TaskBatch, loss_fn: LossFn) -> str | None:
+    """Why the closed form does not compute this meta-loss; None when it does.
+
+    It computes ``F.mse_loss`` on ``(T, K, features)`` inputs and ``(T, K, outputs)``
+    targets, of the parameters' one dtype, none of which requires grad.
+    """
+    if loss_fn is not F.mse_loss:
+        return "its loss is F.mse_loss alone"
+    if any(tensor.requires_grad for tensor in batch):
+        return "it differentiates with respect to theta alone, not the batch"
+    dtype = params[network.layers[0].weight].dtype
+    if any(tensor.dtype != dtype for tensor in (*params.values(), *batch)):
+        return "it takes the parameters and the batch in one dtype"
+    in_features = params[network.layers[0].weight].shape[1]
+    out_features = params[network.layers[-1].weight].shape[0]
     for x, y in ((batch.support_x, batch.support_y), (batch.query_x, batch.query_y)):
         if x.dim() != 3 or x.shape[-1] != in_features or y.shape != (*x.shape[:2], out_features):
-            return None
-        if x.dtype != dtype or y.dtype != dtype:
-            return None
-    return _Network(relu_inputs, tuple(layers))
+            return "it takes inputs (T, K, features) and targets (T, K, outputs)"
+    return None
+
+
+def maml_loss(
+    network: Network,
+    params: Params,
+    batch: TaskBatch,
+    *,
+    rates: Sequence[Mapping[str, float]],
+    first_order: bool,
+) -> torch.Tensor:
+    """``mamlbook.maml_loss`` of a ReLU network and the MSE, its derivatives by hand.
+
+    Args:
+        network: ``relu_network(plan(model))``, for which ``refusal`` is None.
+        params: theta, each tensor of its parameter's shape (not per task).
+        batch: T tasks; support ``(T, K, in)`` and ``(T, K, out)``, query ``(T, Q, in)`` and
+            ``(T, Q, out)``.
+        rates: ``rates[s][name]``, the number that inner step s takes for each parameter.
+        first_order: drop the second-order terms (first-order MAML).
+
+    Returns:
+        The meta-loss, a scalar; ``backward()`` puts the meta-gradient on ``params``.
+    """
+    if network.relu_inputs:  # the inputs are constants: their ReLU is too
+        batch = batch._replace(support_x=torch.relu(batch.support_x), query_x=torch.relu(batch.query_x))
+    meta_loss, *_ = _ClosedFormMAML.apply(
+        network.layers, tuple(params), tuple(rates), first_order, batch, *params.values()
+    )
+    return meta_loss
 
 
 def _linear(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -285,56 +270,93 @@ class _Record(NamedTuple):
         return cls(dict(zip(names, weights, strict=True)), _Pass(inputs, last_mask), grads)
 
 
-_ARGS_BEFORE_THETA = 6
-"""The arguments of ``_ExplicitMAML.forward`` before theta's tensors: layers, names,
-step_rates, first_order, meta_loss_by_autograd and batch, none differentiated."""
-
-
-class _ExplicitMAML(torch.autograd.Function):
-    """The meta-loss forward, and its meta-gradient backward, without autograd's graph.
+def _adapt_and_score(
+    layers: tuple[_Dense, ...],
+    params: Mapping[str, torch.Tensor],
+    batch: TaskBatch,
+    rates: Sequence[Mapping[str, float]],
+    first_order: bool,
+    records: list[_Record] | None = None,
+) -> tuple[torch.Tensor, _Pass, dict[str, torch.Tensor]]:
+    """The inner steps and the query pass, by the formulas above.
 
     The inner steps descend each task's half sum of squared errors with the rate times
-    ``_mse_scale``: the same steps as on the MSE, one multiplication fewer. What the
-    backward pass needs goes through ``ctx.save_for_backward``, so that autograd's hooks
-    on saved tensors (``mamlbook.profiling.peak_saved_bytes``) see all of it.
+    ``_mse_scale``: the same steps as on the MSE, one multiplication fewer. Made of
+    differentiable operations (a ReLU's mask, the sign of its output, has derivative
+    zero, as the ReLU's second derivative is), so autograd can differentiate it too.
+
+    Returns:
+        The query residual ``(T, Q, out)``, the query pass, and the adapted parameters;
+        each inner step's record is appended to ``records`` when given.
+    """
+    support_scale = _mse_scale(batch.support_y)
+    for step_rates in rates:
+        outputs, kept = _forward(layers, params, batch.support_x)
+        grads, output_grads = _backprop(
+            layers, params, kept.inputs, kept.masks(layers), outputs - batch.support_y
+        )
+        if first_order:
+            grads = {name: grad.detach() for name, grad in grads.items()}
+        elif records is not None:
+            records.append(_Record.of(layers, params, kept, output_grads))
+        params = {
+            name: torch.add(params[name], grads[name], alpha=-step_rates[name] * support_scale)
+            for name in params
+        }
+    outputs, kept = _forward(layers, params, batch.query_x)
+    return outputs - batch.query_y, kept, params
+
+
+_ARGS_BEFORE_THETA = 5
+"""The arguments of ``_ClosedFormMAML.forward`` before theta's tensors: layers, names,
+rates, first_order and batch, none differentiated."""
+
+
+class _ClosedFormMAML(torch.autograd.Function):
+    """The meta-loss forward, and its meta-gradient backward, without autograd's graph.
+
+    What the backward pass needs goes through ``ctx.save_for_backward``, so that
+    autograd's hooks on saved tensors (``mamlbook.profiling.peak_saved_bytes``) see all
+    of it. Differentiated twice (``create_graph=True``), the backward pass instead
+    differentiates ``_adapt_and_score`` by autograd, so higher derivatives stay exact.
     """
 
     @staticmethod
-    def forward(ctx, layers, names, step_rates, first_order, meta_loss_by_autograd, batch, *theta):
-        params = dict(zip(names, theta, strict=True))
-        records = []  # one per inner step, for the second-order terms
-        support_scale = _mse_scale(batch.support_y)
-        for rate in step_rates:
-            outputs, kept = _forward(layers, params, batch.support_x)
-            grads, output_grads = _backprop(
-                layers, params, kept.inputs, kept.masks(layers), outputs - batch.support_y
-            )
-            if not first_order:
-                records.append(_Record.of(layers, params, kept, output_grads))
-            params = {
-                name: torch.add(params[name], grads[name], alpha=-rate * support_scale) for name in names
-            }
-        outputs, kept = _forward(layers, params, batch.query_x)
-        residual = outputs - batch.query_y  # (T, Q, out)
+    def forward(layers, names, rates, first_order, batch, *theta):
+        records: list[_Record] = []  # one per inner step, for the second-order terms
+        residual, kept, params = _adapt_and_score(
+            layers, dict(zip(names, theta, strict=True)), batch, rates, first_order, records
+        )
         records.append(_Record.of(layers, params, kept, [residual]))
-        ctx.layers, ctx.names, ctx.meta_loss_by_autograd = layers, names, meta_loss_by_autograd
-        ctx.inner_rates = () if first_order else step_rates  # the steps recorded, in order
+        # What backward needs leaves as further outputs, so that setup_context can save it;
+        # detached, so that none of them is one of theta's own tensors.
+        kept_for_backward = [
+            None if tensor is None else tensor.detach() for record in records for tensor in record.tensors()
+        ]
+        return residual.square().mean(), *kept_for_backward
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        layers, names, rates, first_order, batch, *theta = inputs
+        _, *kept_for_backward = output
+        ctx.mark_non_differentiable(*(tensor for tensor in kept_for_backward if tensor is not None))
+        ctx.layers, ctx.names, ctx.rates, ctx.first_order, ctx.batch = layers, names, rates, first_order, batch
         # d meta-loss / d output of the query pass, per unit of the incoming gradient:
         # the mean over T tasks of each task's MSE.
         ctx.query_scale = _mse_scale(batch.query_y) / batch.query_y.shape[0]
-        ctx.support_scale = support_scale
-        ctx.save_for_backward(*theta, *(tensor for record in records for tensor in record.tensors()))
-        return residual.square().mean()
+        ctx.support_scale = _mse_scale(batch.support_y)
+        ctx.save_for_backward(*theta, *kept_for_backward)
 
     @staticmethod
-    def backward(ctx, grad_meta_loss):
+    def backward(ctx, grad_meta_loss, *_):
         saved = list(ctx.saved_tensors)
         names, layers = ctx.names, ctx.layers
         theta = saved[: len(names)]
         if torch.is_grad_enabled():  # differentiated twice: through autograd, exactly
             return _backward_by_autograd(ctx, theta, grad_meta_loss)
         del saved[: len(names)]
-        inner = [_Record.take(saved, layers, len(layers)) for _ in ctx.inner_rates]
+        inner_rates = () if ctx.first_order else ctx.rates  # the steps recorded, in order
+        inner = [_Record.take(saved, layers, len(layers)) for _ in inner_rates]
         query = _Record.take(saved, layers, 1)
         residual = query.grads[0]
         vector, _ = _backprop(
@@ -344,7 +366,7 @@ class _ExplicitMAML(torch.autograd.Function):
             query.kept.masks(layers),
             residual * (grad_meta_loss * ctx.query_scale),
         )
-        for rate, record in zip(reversed(ctx.inner_rates), reversed(inner), strict=True):
+        for step_rates, record in zip(reversed(inner_rates), reversed(inner), strict=True):
             products = _hessian_vector(
                 layers,
                 record.weights,
@@ -354,7 +376,7 @@ class _ExplicitMAML(torch.autograd.Function):
                 vector,
             )
             vector = {
-                name: torch.add(vector[name], products[name], alpha=-rate * ctx.support_scale)
+                name: torch.add(vector[name], products[name], alpha=-step_rates[name] * ctx.support_scale)
                 for name in names
             }
         grads = tuple(
@@ -366,10 +388,12 @@ class _ExplicitMAML(torch.autograd.Function):
 
 def _backward_by_autograd(ctx, theta, grad_meta_loss):
     """The backward pass recorded by autograd (for ``create_graph=True``): the meta-loss
-    recomputed through autograd from the same theta, and differentiated."""
+    recomputed by ``_adapt_and_score`` from the same theta, and differentiated."""
     flags = ctx.needs_input_grad[_ARGS_BEFORE_THETA:]
     needed = [tensor for tensor, flag in zip(theta, flags, strict=True) if flag]
     with torch.enable_grad():
-        meta_loss = ctx.meta_loss_by_autograd(dict(zip(ctx.names, theta, strict=True)))
+        params = dict(zip(ctx.names, theta, strict=True))
+        residual, _, _ = _adapt_and_score(ctx.layers, params, ctx.batch, ctx.rates, ctx.first_order)
+        meta_loss = residual.square().mean()
         grads = iter(torch.autograd.grad(meta_loss, needed, grad_meta_loss, create_graph=True))
     return (None,) * _ARGS_BEFORE_THETA + tuple(next(grads) if flag else None for flag in flags)

@@ -1,4 +1,6 @@
-"""A batched forward pass over tasks, without ``torch.func.vmap`` (chapter 5, the cost of MAML).
+"""The ``batched`` backend: a forward pass over tasks without ``torch.func.vmap``.
+
+The appendix "Performance and reproduction" explains it beside the plain computation.
 
 The inner loop evaluates T copies of one network, task t with its own parameters, on
 its own examples. ``torch.func.vmap`` does this for any model; for networks built of a
@@ -17,11 +19,10 @@ which cost less to run and to differentiate:
 - ``nn.ReLU``, ``nn.MaxPool2d`` and ``nn.Flatten``; ``nn.Sequential``; and the book's
   ``MLP`` and ``Conv4``, whose forward passes are known.
 
-``batched_forward`` decides from an explicit walk of the module tree whether it knows
-the model, and returns None when it does not, so that the caller falls back to vmap;
-``batched_task_losses`` adds the loss of each task. The walk is repeated at every call
-(about 15 us for the sinusoid MLP, measured on a 2-core CPU): a plan kept from an
-earlier call would miss a hook or a layer added since.
+``plan`` walks the module tree explicitly and says whether it knows the model (the
+backend refuses the models it does not: ``mamlbook.backends``); ``forward`` runs the
+plan and ``task_losses`` adds the loss of each task. The walk is repeated at every call
+of ``maml_loss``: a plan kept from an earlier call would miss a hook or a layer added since.
 
 Each op below has ``out_rank(rank)``, the number of dimensions of a task's output for
 a task's input of ``rank`` dimensions (None: not batched here), and is called on the
@@ -39,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 
-from .models import MLP, Conv4
-from .types import LossFn
+from ..models import MLP, Conv4
+from ..types import LossFn, TaskLosses
 
 
 class _Hidden(NamedTuple):
@@ -73,7 +74,7 @@ def _grouped(hidden: _Hidden) -> torch.Tensor:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Linear:
+class LinearOp:
     """``nn.Linear``: ``(T, K, ..., in)`` -> ``(T, K, ..., out)``."""
 
     weight: str
@@ -97,7 +98,7 @@ class _Linear:
 
 
 @dataclasses.dataclass(frozen=True)
-class _ReLU:
+class ReLUOp:
     """``nn.ReLU``, in either layout."""
 
     def out_rank(self, rank: int) -> int | None:
@@ -141,13 +142,8 @@ class _Conv2d:
 
 
 def _shared_by_all_tasks(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether every task's filters are one tensor, expanded (theta before the first inner
-    step), outside ``torch.func`` transforms (which ``_SharedFilterConv2d`` does not support)."""
-    return (
-        weight.stride(0) == 0
-        and (bias is None or bias.stride(0) == 0)
-        and not torch._C._are_functorch_transforms_active()
-    )
+    """Whether every task's filters are one tensor, expanded (theta before the first inner step)."""
+    return weight.stride(0) == 0 and (bias is None or bias.stride(0) == 0)
 
 
 class _SharedFilterConv2d(torch.autograd.Function):
@@ -155,8 +151,7 @@ class _SharedFilterConv2d(torch.autograd.Function):
 
     The result is that of ``F.conv2d`` with the filters copied T times and ``groups=T``,
     to every order of derivative, but the copy, ``(T*out, C, kh, kw)``, is never kept for
-    backward (for Omniglot's ``Conv4`` and 32 tasks, 13.5 MiB of a meta-iteration's
-    395): the forward pass and the gradient of the inputs are one plain convolution of
+    backward: the forward pass and the gradient of the inputs are one plain convolution of
     the K*T images, viewed ``(K*T, C, H, W)``, with the single filter; only the gradient
     of the filters, which differs by task, is grouped, and it does not read the filters.
     ``backward`` is made of differentiable operations, so autograd records it under
@@ -164,15 +159,19 @@ class _SharedFilterConv2d(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation):
+    def forward(x, weight, bias, stride, padding, dilation):
         """``x`` ``(K, T*C, H, W)``; ``weight`` ``(T, out, C, kh, kw)`` and ``bias`` ``(T, out)``
         or None, each an expanded view; returns ``(K, T*out, H', W')``."""
         num_tasks = weight.shape[0]
         images = x.reshape(x.shape[0] * num_tasks, -1, *x.shape[2:])  # (K*T, C, H, W)
         out = F.conv2d(images, weight[0], None if bias is None else bias[0], stride, padding, dilation)
+        return out.reshape(x.shape[0], -1, *out.shape[2:])  # (K*T, out, H', W') -> (K, T*out, H', W')
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _, stride, padding, dilation = inputs
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.padding, ctx.dilation = stride, padding, dilation
-        return out.reshape(x.shape[0], -1, *out.shape[2:])  # (K*T, out, H', W') -> (K, T*out, H', W')
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -290,7 +289,7 @@ class _MeanPositions:
         return _Hidden(tasks_first, hidden.num_tasks, False)
 
 
-_Op = _Linear | _ReLU | _Conv2d | _BatchNorm2d | _MaxPool2d | _Flatten | _ImageShape | _MeanPositions
+_Op = LinearOp | ReLUOp | _Conv2d | _BatchNorm2d | _MaxPool2d | _Flatten | _ImageShape | _MeanPositions
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -307,9 +306,9 @@ def _layer_op(module: nn.Module, prefix: str) -> _Op | None:
     """The batched form of one known layer; None when ``module`` is not one, or not as supported."""
     kind = type(module)
     if kind is nn.Linear:
-        return _Linear(prefix + "weight", None if module.bias is None else prefix + "bias")
+        return LinearOp(prefix + "weight", None if module.bias is None else prefix + "bias")
     if kind is nn.ReLU:
-        return _ReLU()
+        return ReLUOp()
     if kind is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros":
         bias = None if module.bias is None else prefix + "bias"
         return _Conv2d(prefix + "weight", bias, module.stride, module.padding, module.dilation)
@@ -372,127 +371,118 @@ def _walk(
     return _walk(module.head, prefix + "head.", ops, shapes, seen)
 
 
-class _Plan(NamedTuple):
+class Plan(NamedTuple):
     """How to run a known model on T tasks: its ops in order, and its parameters' shapes."""
 
     ops: tuple[_Op, ...]
     shapes: dict[str, torch.Size]
 
+    def runs(self, params: Mapping[str, torch.Tensor], input_rank: int) -> bool:
+        """Whether the plan runs ``params`` (exactly the model's, each of its shape) on a
+        task's inputs of ``input_rank`` dimensions (``(K, ...)``: at least 1)."""
+        if params.keys() != self.shapes.keys():
+            return False
+        if any(params[name].shape != shape for name, shape in self.shapes.items()):
+            return False
+        rank: int | None = input_rank
+        for op in self.ops:
+            rank = None if rank is None else op.out_rank(rank)
+        return rank is not None and input_rank >= 1
 
-def _plan(model: nn.Module) -> _Plan | None:
-    """The batched ops of ``model``, or None when some part of it is not known."""
+
+def plan(model: nn.Module) -> Plan | None:
+    """The batched ops of ``model``, or None when it holds a module or a hook that this
+    module does not know, or a parameter read twice (a layer used twice, or tied weights)."""
     ops: list[_Op] = []
     shapes: dict[str, torch.Size] = {}
-    return _Plan(tuple(ops), shapes) if _walk(model, "", ops, shapes, set()) else None
+    return Plan(tuple(ops), shapes) if _walk(model, "", ops, shapes, set()) else None
 
 
-def batched_forward(
-    model: nn.Module, params_per_task: Mapping[str, torch.Tensor], x: torch.Tensor
-) -> torch.Tensor | None:
-    """Every task's model on its own inputs, by batched tensor operations, or None.
+def forward(model_plan: Plan, params_per_task: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Every task's model on its own inputs, by batched tensor operations.
 
     The result equals ``vmap(lambda p, x: functional_call(model, p, (x,)))(params_per_task, x)``
-    and is differentiable to any order, on any device. It is None, and nothing is
-    computed, when ``model`` holds a module or a hook that this module does not know (see
-    the module's docstring) or a parameter read twice (a layer used twice, or tied
-    weights), when ``params_per_task`` does not hold exactly the model's parameters with
-    a leading task dimension of size T, or when a layer gets an input of a rank it is not
-    batched for here; the caller then uses vmap.
+    and is differentiable to any order, on any device.
 
     Args:
-        model: the network, run only through its structure; its own parameters are not used.
+        model_plan: ``plan(model)``, for which ``model_plan.runs(params, x.dim() - 1)``.
         params_per_task: tensors ``(T, ...)``, task t's parameters at index t, keyed like
             ``model.named_parameters()``.
         x: ``(T, K, ...)`` inputs, task t's at index t.
 
     Returns:
-        ``(T, K, ...)`` outputs, or None.
+        ``(T, K, ...)`` outputs.
 
     Raises:
         ValueError: a ``Conv4`` gets images of another size, with ``Conv4``'s own message.
     """
-    plan = _plan(model)
-    if plan is None or params_per_task.keys() != plan.shapes.keys() or x.dim() < 2:
-        return None
-    num_tasks = x.shape[0]
-    for name, shape in plan.shapes.items():
-        tensor = params_per_task[name]
-        if tensor.shape != (num_tasks, *shape):
-            return None
-    rank = x.dim() - 1
-    for op in plan.ops:
-        rank = op.out_rank(rank)
-        if rank is None:
-            return None
-    hidden = _Hidden(x, num_tasks, False)
-    for op in plan.ops:
+    hidden = _Hidden(x, x.shape[0], False)
+    for op in model_plan.ops:
         hidden = op(hidden, params_per_task)
     return _tasks_first(hidden)
 
 
 CPU_CHUNK_ELEMENTS = 2**18
-"""On the CPU, tasks run in chunks whose inputs hold at most about this many elements.
-
-A chunk's activations then stay in the processor's caches. For the Omniglot ``Conv4``
-meta-iteration (32 tasks of 75 query images) chunks of 4 tasks ran about 2x faster
-than all 32 at once on a 2-core CPU; the sinusoid MLP's inputs (250 numbers) are one
-chunk. On a GPU all tasks run at once."""
+"""On the CPU, tasks run in chunks whose inputs hold at most about this many elements,
+so that a chunk's activations stay in the processor's caches (``benchmarks/README.md``
+measures it); the sinusoid MLP's inputs are one chunk. On a GPU all tasks run at once."""
 
 
-def tasks_per_chunk(x: torch.Tensor) -> int:
-    """How many tasks of the ``(T, K, ...)`` inputs ``x`` run together (see ``CPU_CHUNK_ELEMENTS``)."""
+def tasks_per_chunk(x: torch.Tensor, chunk_elements: int = CPU_CHUNK_ELEMENTS) -> int:
+    """How many tasks of the ``(T, K, ...)`` inputs ``x`` run together: all on a GPU; on the
+    CPU as many as fit in ``chunk_elements`` input elements, at least one."""
     num_tasks = x.shape[0]
     if x.device.type != "cpu" or num_tasks == 0:
         return num_tasks
-    return max(1, min(num_tasks, CPU_CHUNK_ELEMENTS // max(1, x[0].numel())))
+    return max(1, min(num_tasks, chunk_elements // max(1, x[0].numel())))
 
 
-def batched_task_losses(
-    model: nn.Module,
-    params_per_task: Mapping[str, torch.Tensor],
+def task_losses(
+    model_plan: Plan,
+    loss_fn: LossFn,
     x: torch.Tensor,
     y: torch.Tensor,
-    loss_fn: LossFn,
-) -> torch.Tensor | None:
-    """The loss of each task with its own parameters, from ``batched_forward``, or None.
+    *,
+    chunk_elements: int = CPU_CHUNK_ELEMENTS,
+) -> TaskLosses:
+    """``loss_fn`` of each task's outputs on ``(x, y)``, from ``forward``, in chunks of tasks.
 
-    The result equals ``mamlbook.inner.task_losses``. ``torch.nn.functional.mse_loss``
-    on outputs and targets of one shape and dtype is computed directly, as the mean
-    squared error of each task; any other ``loss_fn`` is vmapped over the tasks' outputs.
-    On the CPU, large inputs run in chunks of tasks (``tasks_per_chunk``).
+    ``torch.nn.functional.mse_loss`` on outputs and targets of one shape and dtype is
+    computed directly, as the mean squared error of each task; any other ``loss_fn`` is
+    vmapped over the tasks' outputs.
 
     Args:
-        params_per_task: tensors ``(T, ...)``, task t's parameters at index t.
+        model_plan: ``plan(model)``, which runs on these inputs.
         x: ``(T, K, ...)`` inputs; y: ``(T, K, ...)`` targets.
+        chunk_elements: see ``tasks_per_chunk``.
 
     Returns:
-        ``(T,)`` losses, or None where ``batched_forward`` is None.
+        ``task_losses(params_per_task) -> (T,)``.
     """
-    chunk = tasks_per_chunk(x)
-    if chunk == x.shape[0]:
-        return _chunk_losses(model, params_per_task, x, y, loss_fn)
-    losses = []
-    for start in range(0, x.shape[0], chunk):
-        part = slice(start, start + chunk)
-        chunk_params = {name: tensor[part] for name, tensor in params_per_task.items()}
-        chunk_losses = _chunk_losses(model, chunk_params, x[part], y[part], loss_fn)
-        if chunk_losses is None:
-            return None
-        losses.append(chunk_losses)
-    return torch.cat(losses)
+    chunk = tasks_per_chunk(x, chunk_elements)
+
+    def losses_of(params_per_task: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if chunk == x.shape[0]:
+            return _chunk_losses(model_plan, params_per_task, x, y, loss_fn)
+        chunks = []
+        for start in range(0, x.shape[0], chunk):
+            part = slice(start, start + chunk)
+            chunk_params = {name: tensor[part] for name, tensor in params_per_task.items()}
+            chunks.append(_chunk_losses(model_plan, chunk_params, x[part], y[part], loss_fn))
+        return torch.cat(chunks)
+
+    return losses_of
 
 
 def _chunk_losses(
-    model: nn.Module,
+    model_plan: Plan,
     params_per_task: Mapping[str, torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
     loss_fn: LossFn,
-) -> torch.Tensor | None:
-    """``batched_task_losses`` of all the tasks given, at once."""
-    outputs = batched_forward(model, params_per_task, x)  # (T, K, ...)
-    if outputs is None:
-        return None
+) -> torch.Tensor:
+    """The ``(T,)`` losses of all the tasks given, at once."""
+    outputs = forward(model_plan, params_per_task, x)  # (T, K, ...)
     if loss_fn is F.mse_loss and outputs.shape == y.shape and outputs.dtype == y.dtype:
         return (outputs - y).square().mean(dim=tuple(range(1, y.dim())))
     return vmap(loss_fn, randomness="different")(outputs, y)

@@ -1,0 +1,200 @@
+"""Argument checks at the package's public boundary (private: the public functions call them).
+
+Each check raises ``TypeError`` or ``ValueError`` with a message that names the
+argument, the value received and what was expected, so a mistake surfaces where the
+reader made it rather than deep inside torch.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .types import TaskBatch
+
+
+def check_nonnegative_float(name: str, value: object) -> float:
+    """Return ``value`` as a float; it must be finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def check_positive_float(name: str, value: object) -> float:
+    """Return ``value`` as a float; it must be finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def check_int(name: str, value: object, *, minimum: int) -> int:
+    """Return ``value`` as an int; it must be an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value``; it must be a ``bool`` (a string such as ``"False"`` would read as true)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool (True or False), got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_range(name: str, bounds: object) -> tuple[float, float]:
+    """Return ``bounds`` as ``(low, high)``: two finite numbers with low < high."""
+    try:
+        low, high = (float(bound) for bound in bounds)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a pair of numbers (low, high), got {bounds!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+        raise ValueError(f"{name} must be finite with low < high, got ({low}, {high})")
+    return low, high
+
+
+def check_loss_fn(loss_fn: object) -> None:
+    """``loss_fn`` must be callable as ``loss_fn(prediction, target) -> scalar``."""
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(prediction, target), got {loss_fn!r}")
+
+
+def check_params(model: object, params: object) -> None:
+    """``params`` must hold a tensor for each of ``model``'s parameters, of the same shape.
+
+    Args:
+        model: the ``nn.Module`` the params are evaluated with.
+        params: a dict from parameter name to tensor.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"params must be a dict of tensors such as dict(model.named_parameters()), "
+            f"got {type(params).__name__}"
+        )
+    expected = dict(model.named_parameters())
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"params does not match the model: missing {missing}, unexpected {unexpected}; "
+            f"build it with dict(model.named_parameters())"
+        )
+    for name, tensor in params.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"params[{name!r}] must be a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.shape != expected[name].shape:
+            raise ValueError(
+                f"params[{name!r}] has shape {tuple(tensor.shape)}, "
+                f"the model expects {tuple(expected[name].shape)}"
+            )
+
+
+def check_step_weights(step_weights: object, steps: int) -> list[float]:
+    """Weights of the query losses after each inner step (MAML++'s multi-step loss).
+
+    They must be ``steps`` finite numbers >= 0, not all zero.
+    """
+    if isinstance(step_weights, torch.Tensor):
+        step_weights = step_weights.tolist()
+    if not isinstance(step_weights, Sequence) or isinstance(step_weights, str):
+        raise TypeError(f"step_weights must be a sequence of {steps} numbers, got {step_weights!r}")
+    if len(step_weights) != steps or steps == 0:
+        raise ValueError(
+            f"step_weights must hold one weight per inner step (steps={steps} >= 1), got {step_weights!r}"
+        )
+    weights = []
+    for weight in step_weights:
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, numbers.Real)
+            or not math.isfinite(weight)
+            or weight < 0
+        ):
+            raise ValueError(f"step_weights must be finite numbers >= 0, got {step_weights!r}")
+        weights.append(float(weight))
+    if not any(weights):
+        raise ValueError("step_weights are all zero; at least one step must count")
+    return weights
+
+
+def check_support_set(x: object, y: object, *, device: torch.device | None = None) -> None:
+    """``x`` and ``y`` must be tensors ``(K, ...)`` with the same K >= 1, on ``device`` if given."""
+    for name, tensor in (("x", x), ("y", y)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        if device is not None and tensor.device != device:
+            raise ValueError(
+                f"{name} is on {tensor.device} but the params are on {device}; move it with {name}.to(device)"
+            )
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(
+            f"x and y must hold the same number K >= 1 of examples, got shapes "
+            f"{tuple(x.shape)} and {tuple(y.shape)}"
+        )
+
+
+def params_device(params: Mapping[str, torch.Tensor]) -> torch.device | None:
+    """The device of the first tensor of ``params``; None when it is empty."""
+    return next((tensor.device for tensor in params.values()), None)
+
+
+def check_task_batch(batch: object, *, device: torch.device | None = None) -> TaskBatch:
+    """Return ``batch`` as a TaskBatch after checking that its shapes agree.
+
+    Support tensors must be ``(T, K, ...)`` and query tensors ``(T, Q, ...)`` with the
+    same T >= 1, K >= 1 and Q >= 1, and inputs of the same trailing shape. With
+    ``device``, every tensor must be on it.
+    """
+    if not isinstance(batch, tuple) or len(batch) != 4:
+        raise TypeError(
+            f"batch must be a TaskBatch(support_x, support_y, query_x, query_y), got {type(batch).__name__}"
+        )
+    batch = TaskBatch(*batch)
+    for field, tensor in zip(TaskBatch._fields, batch, strict=True):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"batch.{field} must be a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.dim() < 2:
+            raise ValueError(
+                f"batch.{field} must have leading shape (T, K, ...), got shape {tuple(tensor.shape)}"
+            )
+        if device is not None and tensor.device != device:
+            raise ValueError(
+                f"batch.{field} is on {tensor.device} but the params are on {device}; "
+                f"move it with batch.to(device)"
+            )
+    support_x, support_y, query_x, query_y = batch
+    num_tasks = support_x.shape[0]
+    for field, tensor in zip(TaskBatch._fields[1:], batch[1:], strict=True):
+        if tensor.shape[0] != num_tasks:
+            raise ValueError(f"batch.{field} has {tensor.shape[0]} tasks but batch.support_x has {num_tasks}")
+    if num_tasks == 0:
+        raise ValueError("batch has T = 0 tasks; it needs at least one")
+    for x_name, x, y_name, y in (
+        ("support_x", support_x, "support_y", support_y),
+        ("query_x", query_x, "query_y", query_y),
+    ):
+        if x.shape[1] != y.shape[1]:
+            raise ValueError(
+                f"batch.{x_name} has {x.shape[1]} examples per task but batch.{y_name} has {y.shape[1]}"
+            )
+        if x.shape[1] == 0:
+            raise ValueError(f"batch.{x_name} has K = 0 examples per task; it needs at least one")
+    if support_x.shape[2:] != query_x.shape[2:]:
+        raise ValueError(
+            f"support and query inputs differ in shape: batch.support_x {tuple(support_x.shape)}, "
+            f"batch.query_x {tuple(query_x.shape)} (only the first two dimensions may differ)"
+        )
+    return batch
