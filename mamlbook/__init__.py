@@ -4,7 +4,8 @@ The core API, re-exported here:
 
 - ``Params``, ``TaskBatch``, ``InnerLR``, ``TaskLosses``: the data types.
 - ``InnerLoop``: the inner loop's options as one value.
-- ``adapt``: the inner loop on one task; ``maml_loss``: the meta-objective over T tasks.
+- ``adapt``, ``adapt_tasks``: the inner loop on one task, on T at once;
+  ``maml_loss``: the meta-objective over T tasks.
 - ``meta_train``, ``MetaTrainConfig``: the outer loop; ``evaluate``: losses on new tasks.
 - ``save_params``, ``load_params``: checkpoints; ``NonFiniteLossError``.
 
@@ -23,7 +24,7 @@ from .checkpoint import load_params, save_params
 from .errors import NonFiniteLossError
 from .evaluation import EvaluationResult, evaluate
 from .inner import InnerLoop
-from .meta import adapt, maml_loss
+from .meta import adapt, adapt_tasks, maml_loss
 from .training import MetaTrainConfig, TrainingHistory, meta_train, resolve_device
 from .types import InnerLR, LossFn, Params, TaskBatch, TaskLosses, TaskSampler
 
@@ -54,6 +55,7 @@ __all__ = [
     "TaskSampler",
     "TrainingHistory",
     "adapt",
+    "adapt_tasks",
     "backends",
     "errors",
     "evaluate",

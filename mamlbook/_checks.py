@@ -130,8 +130,11 @@ def check_step_weights(step_weights: object, steps: int) -> list[float]:
     return weights
 
 
-def check_support_set(x: object, y: object, *, device: torch.device | None = None) -> None:
-    """``x`` and ``y`` must be tensors ``(K, ...)`` with the same K >= 1, on ``device`` if given."""
+def check_support_set(
+    x: object, y: object, *, device: torch.device | None = None, per_task: bool = False
+) -> None:
+    """``x`` and ``y`` must be tensors ``(K, ...)`` with the same K >= 1, on ``device`` if given;
+    with ``per_task``, ``(T, K, ...)`` with the same T >= 1 and K >= 1."""
     for name, tensor in (("x", x), ("y", y)):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
@@ -139,11 +142,17 @@ def check_support_set(x: object, y: object, *, device: torch.device | None = Non
             raise ValueError(
                 f"{name} is on {tensor.device} but the params are on {device}; move it with {name}.to(device)"
             )
-    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(
-            f"x and y must hold the same number K >= 1 of examples, got shapes "
-            f"{tuple(x.shape)} and {tuple(y.shape)}"
+    leading = 2 if per_task else 1
+    if (
+        x.dim() < leading
+        or y.dim() < leading
+        or x.shape[:leading] != y.shape[:leading]
+        or 0 in x.shape[:leading]
+    ):
+        what = (
+            "T >= 1 tasks of the same K >= 1 examples" if per_task else "the same number K >= 1 of examples"
         )
+        raise ValueError(f"x and y must hold {what}, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
 
 
 def params_device(params: Mapping[str, torch.Tensor]) -> torch.device | None:

@@ -77,23 +77,69 @@ def adapt(
             at which step.
     """
     check_params(model, params)
+    check_support_set(x, y, device=params_device(params))
+    adapted = adapt_tasks(
+        model,
+        params,
+        x[None],  # (1, K, ...): one task
+        y[None],
+        loss_fn=loss_fn,
+        inner_lr=inner_lr,
+        steps=steps,
+        first_order=first_order,
+        adapt_only=adapt_only,
+        inner_loop=inner_loop,
+        backend=backend,
+    )
+    return {name: tensor[0] for name, tensor in adapted.items()}
+
+
+def adapt_tasks(
+    model: nn.Module,
+    params: Params,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_fn: LossFn,
+    inner_lr: InnerLR | None = None,
+    steps: int | None = None,
+    first_order: bool = False,
+    adapt_only: str | Sequence[str] | None = None,
+    inner_loop: InnerLoop | None = None,
+    backend: str | Backend = "auto",
+) -> Params:
+    """``adapt`` for T tasks at once: each task's phi from ``params``, on its own support set.
+
+    Args:
+        x: ``(T, K, ...)`` support inputs, task t's at index t.
+        y: ``(T, K, ...)`` support targets.
+        The others: as for ``adapt``.
+
+    Returns:
+        The adapted parameters, tensors ``(T, ...)``: task t's phi at index t.
+
+    Raises:
+        NonFiniteLossError: a task's support loss became NaN or infinite; the message
+            names the task and the step.
+    """
+    check_params(model, params)
     check_loss_fn(loss_fn)
     loop = InnerLoop.resolve(
         params, inner_loop, inner_lr=inner_lr, steps=steps, first_order=first_order, adapt_only=adapt_only
     )
-    check_support_set(x, y, device=params_device(params))
-    x, y = x[None], y[None]  # (1, K, ...): one task
+    check_support_set(x, y, device=params_device(params), per_task=True)
     problem = Problem("adapt", model, params, loss_fn, loop, inputs=(x,))
     support_losses = choose_backend(backend, problem).task_losses(problem, x, y, loss_fn)
-    adapted, history = per_task(params, 1), []
+    adapted, history = per_task(params, x.shape[0]), []
     for step in adaptation(support_losses, adapted, loop):
         adapted = step.adapted
         history.append(step.support_losses)
-    adapted = {name: tensor[0] for name, tensor in adapted.items()}
-    params_are_finite = torch.stack([torch.isfinite(tensor).all() for tensor in adapted.values()]).all()
+    params_are_finite = torch.stack(
+        [torch.isfinite(tensor).flatten(1).all(dim=1) for tensor in adapted.values()]
+    ).all(dim=0)  # (T,)
     raise_if_not_finite(
-        _by_step(history, 1),
-        params_are_finite[None],
+        _by_step(history, x.shape[0]),
+        params_are_finite,
         rates=loop.describe_rates(),
         final_what="adapted params",
     )

@@ -1,14 +1,26 @@
-"""Small shared builders: seeded models and task batches that leave the global RNG alone."""
+"""Small shared builders (seeded models and task batches that leave the global RNG alone),
+the ``backend`` fixture, and the ``book`` marker on every test that runs a notebook."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 import mamlbook as mb
+
+BOOK = Path(__file__).resolve().parent.parent / "book"
+
+
+def pytest_collection_modifyitems(items):
+    """Mark nbval's notebook items (``book/*.ipynb``) ``book``, like the notebook and book-build
+    tests, so that ``pytest -m "not book"`` runs the unit and oracle tests alone."""
+    for item in items:
+        if item.path.is_relative_to(BOOK):
+            item.add_marker(pytest.mark.book)
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import yaml
 
+pytestmark = pytest.mark.book  # minutes: not in the quick tier (pytest -m "not book")
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 CHECK_SITE = REPOSITORY / "scripts" / "check_site.py"
 CHROMIUM = Path("/usr/bin/chromium")

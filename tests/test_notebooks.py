@@ -17,6 +17,8 @@ import nbformat
 import pytest
 import yaml
 
+pytestmark = pytest.mark.book  # minutes: not in the quick tier (pytest -m "not book")
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 BOOK = REPOSITORY / "book"
 RUN_NOTEBOOKS = REPOSITORY / "scripts" / "run_notebooks.py"

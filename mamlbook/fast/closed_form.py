@@ -340,7 +340,13 @@ class _ClosedFormMAML(torch.autograd.Function):
         layers, names, rates, first_order, batch, *theta = inputs
         _, *kept_for_backward = output
         ctx.mark_non_differentiable(*(tensor for tensor in kept_for_backward if tensor is not None))
-        ctx.layers, ctx.names, ctx.rates, ctx.first_order, ctx.batch = layers, names, rates, first_order, batch
+        ctx.layers, ctx.names, ctx.rates, ctx.first_order, ctx.batch = (
+            layers,
+            names,
+            rates,
+            first_order,
+            batch,
+        )
         # d meta-loss / d output of the query pass, per unit of the incoming gradient:
         # the mean over T tasks of each task's MSE.
         ctx.query_scale = _mse_scale(batch.query_y) / batch.query_y.shape[0]
