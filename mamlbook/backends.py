@@ -62,6 +62,13 @@ class Problem:
         """``fast.batched.plan(model)``, walked once per call."""
         return batched.plan(self.model)
 
+    @functools.cached_property
+    def relu_network(self) -> closed_form.Network | None:
+        """The model as ``fast.closed_form`` runs it; None when it is not a ReLU network of these params."""
+        if self.model_plan is None or not self.model_plan.runs(self.params, 2):
+            return None
+        return closed_form.relu_network(self.model_plan)
+
 
 class Backend:
     """A way to evaluate the T tasks' losses (``task_losses``) for the core's algorithm."""
@@ -151,27 +158,19 @@ class ClosedForm(Backend):
             return "it adapts every parameter (no adapt_only)"
         if not all(isinstance(rate, float) for rates in loop.rates for rate in rates.values()):
             return "its inner rates are numbers, not tensors"
-        network = self._network(problem)
-        if network is None:
+        if problem.relu_network is None:
             return "the model is not a network of nn.Linear and nn.ReLU layers"
-        return closed_form.refusal(network, problem.params, problem.batch, problem.loss_fn)
+        return closed_form.refusal(problem.relu_network, problem.params, problem.batch, problem.loss_fn)
 
     def maml_loss(self, problem: Problem) -> torch.Tensor:
         """The meta-loss of a ``problem`` this backend does not refuse."""
         return closed_form.maml_loss(
-            self._network(problem),
+            problem.relu_network,
             problem.params,
             problem.batch,
             rates=problem.loop.rates,
             first_order=problem.loop.first_order,
         )
-
-    @staticmethod
-    def _network(problem: Problem) -> closed_form.Network | None:
-        model_plan = problem.model_plan
-        if model_plan is None or not model_plan.runs(problem.params, 2):
-            return None
-        return closed_form.relu_network(model_plan)
 
 
 BACKENDS: dict[str, Backend] = {

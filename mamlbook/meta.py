@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ._checks import (
+    check_int,
     check_loss_fn,
     check_params,
     check_step_weights,
@@ -237,8 +238,9 @@ def meta_objective(
         support_losses, query_losses: ``losses(params_per_task) -> (T,)``, each task's
             loss at its own parameters ``(T, ...)`` (``mamlbook.types.TaskLosses``).
         loop: the inner loop.
-        num_tasks: T.
-        step_weights: w_s for s = 1..steps; None scores the last step alone (w = 1).
+        num_tasks: T, an integer >= 1; each loss must return ``(T,)`` values.
+        step_weights: w_s for s = 1..steps, finite numbers >= 0 not all zero; None
+            scores the last step alone (w = 1).
         query_sets: the tasks' ``(query_x, query_y)``, for the message when a loss diverges.
 
     Returns:
@@ -247,9 +249,13 @@ def meta_objective(
     Raises:
         NonFiniteLossError: a task's loss became NaN or infinite.
     """
+    if not isinstance(loop, InnerLoop):
+        raise TypeError(f"loop must be a mamlbook.InnerLoop, got {type(loop).__name__}")
+    num_tasks = check_int("num_tasks", num_tasks, minimum=1)
     if step_weights is None:
         weights = {loop.steps: 1.0}
     else:
+        step_weights = check_step_weights(step_weights, loop.steps)
         weights = {number: weight for number, weight in enumerate(step_weights, start=1) if weight}
     start = per_task(params, num_tasks)
     scored = {0: query_losses(start)} if 0 in weights else {}  # steps taken -> (T,) query losses

@@ -67,6 +67,7 @@ def test_pretrain_reduces_the_loss_over_all_tasks(make_model):
     assert query_loss(model, held_out) < 0.8 * before
 
 
+@pytest.mark.slow
 def test_pretrained_prediction_approaches_the_family_mean_not_zero(make_model):
     family = Sinusoid()
     model = make_model(lambda: MLP(1), dtype=torch.float32)

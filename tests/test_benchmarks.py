@@ -36,6 +36,7 @@ def test_record_holds_every_method_with_times_memory_and_ratios(tmp_path, settin
     assert max(record["meta_gradient_max_abs_diff"].values()) < meta_iteration.GRADIENT_TOLERANCE
 
 
+@pytest.mark.slow
 def test_saved_memory_grows_with_inner_steps(tmp_path):
     one, three = (run(tmp_path, "--meta-batch-size", "2", "--inner-steps", s, "--memory") for s in "13")
     for method in ("maml_loss", "loop"):
@@ -55,6 +56,7 @@ def test_a_wrong_meta_gradient_stops_the_run_before_timing(tmp_path, monkeypatch
     assert not (tmp_path / "r.json").exists()
 
 
+@pytest.mark.slow
 def test_methods_timed_in_processes_of_their_own(tmp_path, capsys):
     record = run(tmp_path, "--meta-batch-size", "2", "--processes", "2", "--no-plain", "--memory")
     assert record["settings"]["processes"] == 2

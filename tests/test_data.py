@@ -110,6 +110,7 @@ def real_copy(tmp_path_factory) -> tuple[omniglot.Omniglot, Path]:
     return omniglot.load_omniglot(REAL_ROOT, cache_dir=cache_dir), cache_dir
 
 
+@pytest.mark.slow
 def test_real_copy_has_all_of_omniglot(real_copy):
     data, _ = real_copy
     assert data.images.shape == (32460, 28, 28) and data.images.dtype == torch.uint8
@@ -125,6 +126,7 @@ def test_real_copy_has_all_of_omniglot(real_copy):
     assert data.images.float().mean() < 40
 
 
+@pytest.mark.slow
 def test_real_copy_loads_from_the_cache_quickly(real_copy, monkeypatch):
     data, cache_dir = real_copy
     monkeypatch.setattr(omniglot, "_decode", fail_to_decode)

@@ -78,6 +78,7 @@ def test_sinusoid_record_is_written_with_results_beside_the_paper(tiny_presets, 
     assert list(tmp_path.iterdir()) == [out]  # no temporary file left
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not OMNIGLOT.is_dir(), reason="the local Omniglot copy ../shared/data/omniglot is absent")
 def test_omniglot_record_reports_accuracy_in_percent(tiny_presets, tmp_path, monkeypatch):
     monkeypatch.setenv("MAMLBOOK_CACHE", str(tmp_path / "cache"))

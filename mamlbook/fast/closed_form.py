@@ -112,10 +112,10 @@ def maml_loss(
     """
     if network.relu_inputs:  # the inputs are constants: their ReLU is too
         batch = batch._replace(support_x=torch.relu(batch.support_x), query_x=torch.relu(batch.query_x))
-    meta_loss, *_ = _ClosedFormMAML.apply(
-        network.layers, tuple(params), tuple(rates), first_order, batch, *params.values()
+    records: list[_Record] = []  # what forward keeps for backward: one per inner step, and the query pass
+    return _ClosedFormMAML.apply(
+        network.layers, tuple(params), tuple(rates), first_order, batch, records, *params.values()
     )
-    return meta_loss
 
 
 def _linear(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -307,9 +307,9 @@ def _adapt_and_score(
     return outputs - batch.query_y, kept, params
 
 
-_ARGS_BEFORE_THETA = 5
+_ARGS_BEFORE_THETA = 6
 """The arguments of ``_ClosedFormMAML.forward`` before theta's tensors: layers, names,
-rates, first_order and batch, none differentiated."""
+rates, first_order, batch and the list that forward fills with its records, none differentiated."""
 
 
 class _ClosedFormMAML(torch.autograd.Function):
@@ -317,29 +317,22 @@ class _ClosedFormMAML(torch.autograd.Function):
 
     What the backward pass needs goes through ``ctx.save_for_backward``, so that
     autograd's hooks on saved tensors (``mamlbook.profiling.peak_saved_bytes``) see all
-    of it. Differentiated twice (``create_graph=True``), the backward pass instead
-    differentiates ``_adapt_and_score`` by autograd, so higher derivatives stay exact.
+    of it; ``forward`` hands it to ``setup_context`` in the list it is given. Differentiated
+    twice (``create_graph=True``), the backward pass instead differentiates
+    ``_adapt_and_score`` by autograd, so higher derivatives stay exact.
     """
 
     @staticmethod
-    def forward(layers, names, rates, first_order, batch, *theta):
-        records: list[_Record] = []  # one per inner step, for the second-order terms
+    def forward(layers, names, rates, first_order, batch, records, *theta):
         residual, kept, params = _adapt_and_score(
             layers, dict(zip(names, theta, strict=True)), batch, rates, first_order, records
         )
         records.append(_Record.of(layers, params, kept, [residual]))
-        # What backward needs leaves as further outputs, so that setup_context can save it;
-        # detached, so that none of them is one of theta's own tensors.
-        kept_for_backward = [
-            None if tensor is None else tensor.detach() for record in records for tensor in record.tensors()
-        ]
-        return residual.square().mean(), *kept_for_backward
+        return residual.square().mean()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        layers, names, rates, first_order, batch, *theta = inputs
-        _, *kept_for_backward = output
-        ctx.mark_non_differentiable(*(tensor for tensor in kept_for_backward if tensor is not None))
+        layers, names, rates, first_order, batch, records, *theta = inputs
         ctx.layers, ctx.names, ctx.rates, ctx.first_order, ctx.batch = (
             layers,
             names,
@@ -351,10 +344,10 @@ class _ClosedFormMAML(torch.autograd.Function):
         # the mean over T tasks of each task's MSE.
         ctx.query_scale = _mse_scale(batch.query_y) / batch.query_y.shape[0]
         ctx.support_scale = _mse_scale(batch.support_y)
-        ctx.save_for_backward(*theta, *kept_for_backward)
+        ctx.save_for_backward(*theta, *(tensor for record in records for tensor in record.tensors()))
 
     @staticmethod
-    def backward(ctx, grad_meta_loss, *_):
+    def backward(ctx, grad_meta_loss):
         saved = list(ctx.saved_tensors)
         names, layers = ctx.names, ctx.layers
         theta = saved[: len(names)]
