@@ -139,7 +139,7 @@ def adapt_tasks(
         [torch.isfinite(tensor).flatten(1).all(dim=1) for tensor in adapted.values()]
     ).all(dim=0)  # (T,)
     raise_if_not_finite(
-        _by_step(history, x.shape[0]),
+        _by_step(history, x.shape[0], x.device),
         params_are_finite,
         rates=loop.describe_rates(),
         final_what="adapted params",
@@ -267,7 +267,7 @@ def meta_objective(
     meta_loss = torch.stack([weights[number] * losses.mean() for number, losses in scored.items()]).sum()
     if not bool(torch.isfinite(meta_loss)):
         raise_if_not_finite(
-            _by_step(support_history, num_tasks),
+            _by_step(support_history, num_tasks, params_device(params)),
             torch.isfinite(torch.stack(list(scored.values()))).all(dim=0),
             rates=loop.describe_rates(),
             final_what="query loss",
@@ -276,6 +276,6 @@ def meta_objective(
     return meta_loss
 
 
-def _by_step(losses: list[torch.Tensor], num_tasks: int) -> torch.Tensor:
+def _by_step(losses: list[torch.Tensor], num_tasks: int, device: torch.device | None) -> torch.Tensor:
     """The ``(T,)`` losses before each inner step as one ``(T, steps)`` tensor."""
-    return torch.stack(losses, dim=1) if losses else torch.zeros(num_tasks, 0)
+    return torch.stack(losses, dim=1) if losses else torch.zeros(num_tasks, 0, device=device)

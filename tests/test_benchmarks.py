@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import backends  # noqa: E402  (benchmarks/backends.py)
 import meta_iteration  # noqa: E402  (benchmarks/meta_iteration.py)
 import outer_step  # noqa: E402  (benchmarks/outer_step.py)
 import query_floor  # noqa: E402  (benchmarks/query_floor.py)
@@ -91,3 +93,17 @@ def test_outer_step_times_both_optimisers_and_finds_them_equal(capsys, setting, 
     assert f"{setting} ({tensors} tensors" in lines[0]
     assert [line.split()[0] for line in lines[1:3]] == ["torch.optim.Adam", "OuterAdam"]
     assert lines[-1] == "parameters after 4 steps equal to the last bit: True"
+
+
+def test_backends_script_checks_each_backend_then_times_it(capsys):
+    assert backends.main(["--setting", "sinusoid", "--repeats", "1"]) == 0
+    output = capsys.readouterr().out
+    for name in ("autograd", "loop", "batched", "closed_form"):
+        assert f"{name:>12}: meta-gradient differs from the loop's by" in output
+    assert 'backend="auto" takes closed_form' in output
+
+
+def test_backends_script_leaves_out_the_backends_that_refuse_conv4():
+    model, batch, loss_fn, inner_lr = backends.setting("omniglot", torch.float32, num_tasks=2)
+    accepted = backends.accepting(model, dict(model.named_parameters()), batch, loss_fn, inner_lr)
+    assert accepted == ["autograd", "loop", "batched"]
