@@ -8,10 +8,12 @@ an outer Adam step (beta = 1e-3: ``mamlbook.outer.OuterAdam`` for ``maml_loss``,
 ``mamlbook.meta_train`` takes it, ``torch.optim.Adam`` for the others); sampling the tasks
 is not timed (one fixed batch is reused). The methods are
 
-1. ``maml_loss``: ``mamlbook.maml_loss``, vectorised over tasks (batched tensor operations
-   for known layers, ``torch.func.vmap`` otherwise);
-2. ``loop``: a per-task Python loop with ``torch.autograd.grad(create_graph=True)`` and
-   ``torch.func.functional_call``, the usual way MAML is written;
+1. ``maml_loss``: ``mamlbook.maml_loss`` with its default ``backend="auto"`` (the
+   closed-form meta-gradient for the sinusoid MLP with MSE, the batched forward pass for
+   ``Conv4``; ``mamlbook.backends`` says which it picks and why);
+2. ``loop``: ``mamlbook.reference.maml_loss``, the package's reference: a per-task Python
+   loop with ``torch.autograd.grad(create_graph=True)`` and ``torch.func.functional_call``,
+   the usual way MAML is written;
 3. ``plain``: a plain (non-meta) Adam step on all the batch's examples, flattened, with
    the same network: the floor a meta-iteration is compared with;
 4. with ``--peers``, each of higher, torchopt and learn2learn that imports (they live in a
@@ -27,7 +29,9 @@ another left behind, which on the Omniglot setting changed a method's time by up
 (``benchmarks/README.md``); the figures are over the processes' medians. With
 ``--memory``, the bytes autograd holds for the backward pass at the peak of one
 meta-iteration are counted for each method (``mamlbook.profiling.peak_saved_bytes``; on
-CUDA also the allocator's peak). Nothing here asserts on a time.
+CUDA also the allocator's peak). Nothing here asserts on a time. The record's versions and
+machine are ``mamlbook.reproduce.environment``'s, with the git revision, the CPU's model
+and the core count added.
 
 Run from the repository root::
 
@@ -55,7 +59,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 import mamlbook as mb
 
@@ -63,8 +66,8 @@ OUTER_LR = 1e-3  # beta, the paper's (Adam)
 GRADIENT_TOLERANCE = 1e-10  # max abs difference allowed between two meta-gradients (float64)
 BASE_METHODS = ("maml_loss", "loop", "plain")
 DESCRIPTIONS = {
-    "maml_loss": "mamlbook.maml_loss (batched), OuterAdam",
-    "loop": "per-task loop (autograd.grad)",
+    "maml_loss": "mamlbook.maml_loss (auto), OuterAdam",
+    "loop": "mamlbook.reference.maml_loss (per task)",
     "plain": "plain Adam step (no meta)",
     "higher": "higher, innerloop_ctx per task",
     "torchopt": "torchopt, per task",
@@ -183,40 +186,10 @@ class Settings:
     processes: int = 0
 
 
-def loop_meta_loss(
-    model: nn.Module,
-    params: mb.Params,
-    batch: mb.TaskBatch,
-    *,
-    loss_fn: mb.LossFn,
-    inner_lr: float,
-    steps: int,
-) -> torch.Tensor:
-    """The MAML meta-loss computed task by task, as most implementations do.
-
-    Written out here, independently of ``mamlbook``, so that it can serve as the
-    reference the vectorised ``mamlbook.maml_loss`` is checked and timed against.
-
-    Args:
-        model: the network, run through ``functional_call``.
-        params: theta, keyed like ``model.named_parameters()``.
-        batch: T tasks; support ``(T, K, ...)``, query ``(T, Q, ...)``.
-        loss_fn: the per-task loss.
-        inner_lr: alpha.
-        steps: inner SGD steps per task.
-
-    Returns:
-        The mean over tasks of the query loss of the adapted parameters phi_t.
-    """
-    query_losses = []
-    for support_x, support_y, query_x, query_y in zip(*batch, strict=True):  # one task
-        adapted = params
-        for _ in range(steps):
-            support_loss = loss_fn(functional_call(model, adapted, (support_x,)), support_y)
-            grads = torch.autograd.grad(support_loss, list(adapted.values()), create_graph=True)
-            adapted = {name: p - inner_lr * g for (name, p), g in zip(adapted.items(), grads, strict=True)}
-        query_losses.append(loss_fn(functional_call(model, adapted, (query_x,)), query_y))
-    return torch.stack(query_losses).mean()
+loop_meta_loss = mb.reference.maml_loss
+"""The ``loop`` method's meta-loss: the package's per-task reference, which every other
+method's meta-gradient is checked against (a name of this module, so that a test can
+swap in a wrong one)."""
 
 
 def meta_losses(problem: Problem, methods: tuple[str, ...], *, steps: int) -> dict[str, MetaLoss]:
@@ -344,6 +317,10 @@ def time_interleaved(
 ) -> dict[str, list[float]]:
     """Run every method once per round, rotating the order, and time each call.
 
+    The rounds of ``mamlbook.profiling.time_calls``, keeping every call's time, which the
+    record (``times_ms``), the per-round ratios and ``--time-one`` need and ``time_calls``
+    (median, min and max only) does not return.
+
     Args:
         step_fns: method name -> one training iteration.
         warmup: untimed rounds first.
@@ -455,16 +432,14 @@ def ratios(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return result
 
 
-def device_name(device: str) -> str:
-    """The GPU's name on CUDA; on the CPU its model name where Linux gives it, else ``platform``'s."""
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
+def cpu_name() -> str:
+    """The CPU's model name where Linux gives it, else ``platform``'s processor or machine."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         for line in cpuinfo.read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def package_revision() -> dict[str, object]:
@@ -486,19 +461,21 @@ def package_revision() -> dict[str, object]:
 
 
 def environment(device: str) -> dict[str, object]:
-    """Versions, device, thread count and machine, for the record."""
+    """``mamlbook.reproduce.environment(device)`` under this record's keys, with what it lacks:
+    the git revision, the CPU's model name, the machine's architecture and its core count."""
+    package = mb.reproduce.environment(torch.device(device))
     return {
-        "mamlbook_version": mb.__version__,
+        "mamlbook_version": package["mamlbook"],
         "mamlbook_revision": package_revision(),
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
+        "torch_version": package["torch"],
+        "python_version": package["python"],
         "device": device,
-        "device_name": device_name(device),
-        "threads": torch.get_num_threads(),
+        "device_name": package["gpu"] or cpu_name(),
+        "threads": package["cpu_threads"],
         "machine": {
-            "platform": platform.platform(),
+            "platform": package["platform"],
             "machine": platform.machine(),
-            "processor": platform.processor(),
+            "processor": package["processor"],
             "cpu_count": os.cpu_count(),
         },
     }

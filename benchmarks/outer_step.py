@@ -2,10 +2,10 @@
 
 For the parameters of each of the paper's networks (``--setting``: the sinusoid MLP,
 six tensors; Conv4 with 64 filters, fourteen) this script gives both optimisers the
-same gradients, times their ``step()`` calls interleaved in rounds, and prints the
-median microseconds of each. It then checks that the two sets of parameters are equal
-to the last bit (``torch.equal``) and exits with status 1 if they are not; no time is
-asserted.
+same gradients, times their ``step()`` calls interleaved in rounds
+(``mamlbook.profiling.time_calls``), and prints the median microseconds of each. It then
+checks that the two sets of parameters are equal to the last bit (``torch.equal``) and
+exits with status 1 if they are not; no time is asserted.
 
 Run from the repository root::
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from meta_iteration import (  # noqa: E402  (benchmarks/meta_iteration.py)
     PROBLEMS,
     int_at_least,
     seeded_model_and_batch,
-    time_interleaved,
 )
 
 
@@ -52,14 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     for theirs, ours in zip(tensors["torch.optim.Adam"], tensors["OuterAdam"], strict=True):
         theirs.grad = torch.randn(theirs.shape, generator=generator)
         ours.grad = theirs.grad.clone()
-    calls = {name: optimizer.step for name, optimizer in optimizers.items()}
-    times = time_interleaved(calls, warmup=args.warmup, repeats=args.repeats, device="cpu")
+    timings = mb.profiling.time_calls(
+        [optimizer.step for optimizer in optimizers.values()], repeats=args.repeats, warmup=args.warmup
+    )
     num_values = sum(tensor.numel() for tensor in tensors["OuterAdam"])
     print(
         f"outer Adam step, {args.setting} ({len(tensors['OuterAdam'])} tensors, {num_values:,} values), "
         f"threads {torch.get_num_threads()}, {args.warmup} warm-up + {args.repeats} timed rounds, interleaved"
     )
-    medians = {name: statistics.median(ms) * 1000 for name, ms in times.items()}
+    medians = {name: 1e6 * timing.median for name, timing in zip(optimizers, timings, strict=True)}
     for name, microseconds in medians.items():
         print(f"{name:<18}{microseconds:>10.1f} us median")
     print(f"torch.optim.Adam / OuterAdam: {medians['torch.optim.Adam'] / medians['OuterAdam']:.2f}x")

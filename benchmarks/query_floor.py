@@ -9,10 +9,10 @@ arithmetic however the tasks are arranged. This script times, interleaved in rou
 2. ``query/B``: a plain (non-meta) forward and backward pass of one shared ``Conv4`` over
    the batch's 2,400 query images, in batches of B images (``--batch-sizes``),
 
-and prints the median milliseconds of each. No optimiser step is taken. The smallest
-``query/B`` is a floor for any implementation that runs the query images through these
-convolution kernels: a meta-iteration ``s`` times faster than a peer's needs to fit in
-the peer's time over ``s``.
+and prints the median milliseconds of each (``mamlbook.profiling.time_calls``). No
+optimiser step is taken. The smallest ``query/B`` is a floor for any implementation that
+runs the query images through these convolution kernels: a meta-iteration ``s`` times
+faster than a peer's needs to fit in the peer's time over ``s``.
 
 Run from the repository root::
 
@@ -22,7 +22,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +36,6 @@ from meta_iteration import (  # noqa: E402  (benchmarks/meta_iteration.py)
     PROBLEMS,
     int_at_least,
     seeded_model_and_batch,
-    time_interleaved,
 )
 
 
@@ -84,14 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     calls, num_images = timed_calls("omniglot", args.meta_batch_size, args.batch_sizes)
-    times = time_interleaved(calls, warmup=args.warmup, repeats=args.repeats, device="cpu")
+    timings = mb.profiling.time_calls(list(calls.values()), repeats=args.repeats, warmup=args.warmup)
     print(
         f"Omniglot Conv4, T={args.meta_batch_size}: maml_loss against a plain forward and backward pass "
         f"over its {num_images} query images; threads {torch.get_num_threads()}, "
         f"{args.warmup} warm-up + {args.repeats} timed rounds, interleaved"
     )
-    for name, ms in times.items():
-        print(f"{name:<12}{statistics.median(ms):>10.1f} ms median{min(ms):>10.1f} min{max(ms):>10.1f} max")
+    for name, seconds in zip(calls, timings, strict=True):
+        median, fastest, slowest = (1e3 * value for value in seconds)
+        print(f"{name:<12}{median:>10.1f} ms median{fastest:>10.1f} min{slowest:>10.1f} max")
     return 0
 
 

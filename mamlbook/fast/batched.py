@@ -32,6 +32,7 @@ activations of all tasks with the dict of parameters ``(T, ...)``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -191,6 +192,10 @@ class _SharedFilterConv2d(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum((0, 2, 3)).reshape(num_tasks, -1)  # (T*out,) -> (T, out)
         return grad_x, grad_weight, grad_bias, None, None, None
+
+
+# As for the closed form's Function: a signature computed once, for torch's Function.apply.
+_SharedFilterConv2d.forward.__signature__ = inspect.signature(_SharedFilterConv2d.forward)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,7 @@ differentiates the same formulas by autograd, so higher derivatives stay exact.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -383,6 +384,11 @@ class _ClosedFormMAML(torch.autograd.Function):
             for name, needed in zip(names, ctx.needs_input_grad[_ARGS_BEFORE_THETA:], strict=True)
         )
         return (None,) * _ARGS_BEFORE_THETA + grads
+
+
+# torch's Function.apply binds its arguments by inspect.signature on every call of a Function
+# with setup_context; inspect takes a signature computed once from __signature__.
+_ClosedFormMAML.forward.__signature__ = inspect.signature(_ClosedFormMAML.forward)
 
 
 def _backward_by_autograd(ctx, theta, grad_meta_loss):
