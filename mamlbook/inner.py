@@ -32,7 +32,7 @@ from ._checks import check_bool, check_int, check_nonnegative_float
 from .types import Params, TaskLosses
 
 Rate = float | torch.Tensor
-"""The rate of one inner step for one parameter: a number, or a tensor (a scalar or the
+"""The rate of one inner step for one parameter, a number or a tensor (a scalar or the
 parameter's shape)."""
 
 

@@ -111,10 +111,11 @@ def adapt_tasks(
 ) -> Params:
     """``adapt`` for T tasks at once: each task's phi from ``params``, on its own support set.
 
+    The other arguments are those of ``adapt``.
+
     Args:
         x: ``(T, K, ...)`` support inputs, task t's at index t.
         y: ``(T, K, ...)`` support targets.
-        The others: as for ``adapt``.
 
     Returns:
         The adapted parameters, tensors ``(T, ...)``: task t's phi at index t.
