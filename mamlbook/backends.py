@@ -46,6 +46,7 @@ class Problem:
         inputs: every ``(T, K, ...)`` input tensor the losses will be evaluated on.
         batch: the tasks, when the whole meta-loss is asked for (``maml_loss``); else None.
         step_weights: MAML++'s weights of the query losses after each step, or None.
+        vmap_fallback: shared by the call's vmapped losses (``inner.vmapped``).
     """
 
     purpose: str
@@ -56,6 +57,7 @@ class Problem:
     inputs: Sequence[torch.Tensor]
     batch: TaskBatch | None = None
     step_weights: Sequence[float] | None = None
+    vmap_fallback: dict[str, bool] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def model_plan(self) -> batched.Plan | None:
@@ -104,7 +106,7 @@ class Autograd(Backend):
     name = "autograd"
 
     def task_losses(self, problem, x, y, loss_fn):
-        return vmapped(_supervised(problem.model, loss_fn), x, y)
+        return vmapped(_supervised(problem.model, loss_fn), x, y, fallback=problem.vmap_fallback)
 
 
 class Loop(Backend):

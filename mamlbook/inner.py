@@ -270,7 +270,9 @@ def _descend(
     return current, losses.detach()
 
 
-def vmapped(one_task: Callable[..., torch.Tensor], *data: torch.Tensor) -> TaskLosses:
+def vmapped(
+    one_task: Callable[..., torch.Tensor], *data: torch.Tensor, fallback: dict[str, bool] | None = None
+) -> TaskLosses:
     """The losses ``one_task(params_t, *data_t)`` of T tasks, by ``torch.func.vmap``.
 
     Where vmap cannot batch an operator of ``one_task`` (recurrent layers, today), the
@@ -279,23 +281,24 @@ def vmapped(one_task: Callable[..., torch.Tensor], *data: torch.Tensor) -> TaskL
     Args:
         one_task: ``one_task(params, *task_data) -> scalar``, one task's loss at ``params``.
         data: tensors ``(T, ...)``, task t's data at index t.
+        fallback: a dict shared by the evaluators of one call (its support and query
+            losses), so that once vmap has failed the call warns once and tries it no more.
 
     Returns:
         ``task_losses(params_per_task) -> (T,)``.
     """
     batched = vmap(one_task, randomness="different")
     one_at_a_time = looped(one_task, *data)
-    vmap_failed = False
+    fallback = {} if fallback is None else fallback
 
     def losses_of(params_per_task: Params) -> torch.Tensor:
-        nonlocal vmap_failed
-        if not vmap_failed:
+        if not fallback.get("looping"):
             try:
                 return batched(params_per_task, *data)
             except RuntimeError as error:
                 if "Batching rule not implemented" not in str(error):
                     raise
-                vmap_failed = True
+                fallback["looping"] = True
                 warnings.warn(
                     f"torch.func.vmap cannot batch this loss ({str(error).splitlines()[0]}); its tasks "
                     "run one at a time instead, with the same results",
