@@ -152,8 +152,9 @@ class ClosedForm(Backend):
             return "it computes maml_loss alone"
         if problem.step_weights is not None:
             return "it does not compute MAML++'s multi-step loss (step_weights)"
-        if loop.options() - self.options:
-            return f"it does not compute the inner-loop option(s) {sorted(loop.options() - self.options)}"
+        unknown = loop.options() - self.options
+        if unknown:
+            return f"it does not compute the inner-loop option(s) {sorted(unknown)}"
         if loop.steps == 0:
             return "it needs at least one inner step"
         if loop.adapted != tuple(problem.params):

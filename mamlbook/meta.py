@@ -77,8 +77,7 @@ def adapt(
         NonFiniteLossError: the support loss became NaN or infinite; the message says
             at which step.
     """
-    check_params(model, params)
-    check_support_set(x, y, device=params_device(params))
+    check_support_set(x, y)  # (K, ...); adapt_tasks checks the params and the device
     adapted = adapt_tasks(
         model,
         params,

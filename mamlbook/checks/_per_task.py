@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..inner import looped
 from ..reference import adapt_one_task
 from ..types import LossFn, Params
 
@@ -48,13 +49,9 @@ def adapted_per_task(
 def losses_per_task(
     model: nn.Module, params_per_task: Params, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn
 ) -> torch.Tensor:
-    """``(T,)``: the loss of task t at its own parameters ``params_per_task[name][t]``."""
-    return torch.stack(
-        [
-            loss_fn(
-                functional_call(model, {name: p[task] for name, p in params_per_task.items()}, (x[task],)),
-                y[task],
-            )
-            for task in range(x.shape[0])
-        ]
-    )
+    """``(T,)``: the loss of task t at its own parameters ``params_per_task[name][t]``, task by task."""
+
+    def one_task(params: Params, task_x: torch.Tensor, task_y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, params, (task_x,)), task_y)
+
+    return looped(one_task, x, y)(params_per_task)
