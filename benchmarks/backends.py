@@ -53,7 +53,7 @@ def setting(name: str, dtype: torch.dtype, num_tasks: int | None = None):
 
 def accepting(model, params, batch, loss_fn, inner_lr) -> list[str]:
     """The backends that compute this setting, in the order of ``mamlbook.backends.BACKENDS``."""
-    loop = mb.InnerLoop.of(params, inner_lr=inner_lr, steps=1)
+    loop = mb.InnerLoop.of(params, inner_lr=inner_lr, inner_steps=1)
     problem = mb.backends.Problem(
         "maml_loss", model, params, loss_fn, loop, (batch.support_x, batch.query_x), batch
     )
@@ -67,7 +67,7 @@ def gradient_differences(name: str, backends: list[str]) -> dict[str, float]:
 
     def meta_gradient(backend: str) -> list[torch.Tensor]:
         loss = mb.maml_loss(
-            model, params, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=1, backend=backend
+            model, params, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=1, backend=backend
         )
         return list(torch.autograd.grad(loss, list(params.values())))
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         def run() -> None:
             model.zero_grad(set_to_none=True)
             mb.maml_loss(
-                model, params, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=1, backend=backend
+                model, params, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=1, backend=backend
             ).backward()
 
         return run
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             model,
             params,
             loss_fn,
-            mb.InnerLoop.of(params, inner_lr=inner_lr, steps=1),
+            mb.InnerLoop.of(params, inner_lr=inner_lr, inner_steps=1),
             (batch.support_x, batch.query_x),
             batch,
         ),

@@ -192,13 +192,13 @@ method's meta-gradient is checked against (a name of this module, so that a test
 swap in a wrong one)."""
 
 
-def meta_losses(problem: Problem, methods: tuple[str, ...], *, steps: int) -> dict[str, MetaLoss]:
+def meta_losses(problem: Problem, methods: tuple[str, ...], *, inner_steps: int) -> dict[str, MetaLoss]:
     """The meta-loss of each method except ``plain``: ``(model, theta, batch) -> loss``.
 
     A peer's loss is built for the model it is first called with (the libraries wrap a
     module) and must be called with that model only.
     """
-    common = {"loss_fn": problem.loss_fn, "inner_lr": problem.inner_lr, "steps": steps}
+    common = {"loss_fn": problem.loss_fn, "inner_lr": problem.inner_lr, "inner_steps": inner_steps}
     losses: dict[str, MetaLoss] = {
         "maml_loss": lambda model, params, batch: mb.maml_loss(model, params, batch, **common),
         "loop": lambda model, params, batch: loop_meta_loss(model, params, batch, **common),
@@ -391,7 +391,7 @@ def time_one(settings: Settings, method: str) -> None:
     model, batch = seeded_model_and_batch(
         settings.problem, settings.meta_batch_size, settings.seed, settings.device
     )
-    losses = meta_losses(problem, (method,), steps=settings.inner_steps)
+    losses = meta_losses(problem, (method,), inner_steps=settings.inner_steps)
     step = make_steps(problem, model, batch, losses, (method,))[method]
     times = time_interleaved(
         {method: step}, warmup=settings.warmup, repeats=settings.repeats, device=settings.device
@@ -724,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     model, batch = seeded_model_and_batch(
         settings.problem, settings.meta_batch_size, settings.seed, settings.device
     )
-    losses = meta_losses(problem, methods, steps=settings.inner_steps)
+    losses = meta_losses(problem, methods, inner_steps=settings.inner_steps)
 
     gradient = meta_gradient_differences(problem, model, batch, losses)
     worst = max(gradient[0], key=lambda name: gradient[0][name])

@@ -67,12 +67,12 @@ def peer_versions() -> dict[str, str | None]:
 
 
 def make_peer_meta_loss(
-    name: str, model: nn.Module, *, loss_fn: mb.LossFn, inner_lr: float, steps: int
+    name: str, model: nn.Module, *, loss_fn: mb.LossFn, inner_lr: float, inner_steps: int
 ) -> PeerMetaLoss:
     """The second-order MAML meta-loss of ``model``, computed by the peer library ``name``.
 
     The returned function maps a batch of T tasks to the mean over tasks of the query
-    loss after ``steps`` inner SGD steps of rate ``inner_lr`` on the task's support set,
+    loss after ``inner_steps`` inner SGD steps of rate ``inner_lr`` on the task's support set,
     the same quantity as ``mamlbook.maml_loss(model, dict(model.named_parameters()),
     batch, ...)``. Calling ``.backward()`` on it puts the meta-gradient into the
     ``.grad`` of ``model.parameters()``. The function is tied to ``model``: it reads the
@@ -84,7 +84,7 @@ def make_peer_meta_loss(
         model: the network, e.g. ``mamlbook.models.MLP(1)`` or ``mamlbook.models.Conv4()``.
         loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
         inner_lr: alpha, a finite number >= 0.
-        steps: inner SGD steps per task, an integer >= 0.
+        inner_steps: inner SGD steps per task, an integer >= 0.
 
     Returns:
         ``batch -> meta-loss``, for a ``mamlbook.TaskBatch`` with support ``(T, K, ...)``
@@ -101,12 +101,12 @@ def make_peer_meta_loss(
         raise TypeError(f"loss_fn must be callable as loss_fn(prediction, target), got {loss_fn!r}")
     if not isinstance(inner_lr, (int, float)):
         raise TypeError(f"inner_lr must be a number: the peers take one rate, got {type(inner_lr).__name__}")
-    mb.InnerLoop.of(dict(model.named_parameters()), inner_lr=inner_lr, steps=steps)  # checks both
+    mb.InnerLoop.of(dict(model.named_parameters()), inner_lr=inner_lr, inner_steps=inner_steps)  # checks both
     inner_lr = float(inner_lr)
     if module is None:
         raise ImportError(f"peer {name!r} is not available: {reason}")
     build = {"higher": _higher_meta_loss, "torchopt": _torchopt_meta_loss, "learn2learn": _l2l_meta_loss}
-    return build[name](module, model, loss_fn, inner_lr, steps)
+    return build[name](module, model, loss_fn, inner_lr, inner_steps)
 
 
 def _tasks(batch: mb.TaskBatch):

@@ -51,7 +51,9 @@ def timed_calls(
     labels = batch.query_y.flatten(0, 1)
 
     def meta_iteration() -> None:
-        loss = mb.maml_loss(model, params, batch, loss_fn=problem.loss_fn, inner_lr=problem.inner_lr, steps=1)
+        loss = mb.maml_loss(
+            model, params, batch, loss_fn=problem.loss_fn, inner_lr=problem.inner_lr, inner_steps=1
+        )
         torch.autograd.grad(loss, list(params.values()))
 
     def query_pass(size: int) -> Callable[[], None]:

@@ -78,7 +78,7 @@ def main() -> None:
     generator = torch.Generator().manual_seed(args.seed)
     policy = mb.models.MLP(2, (32, 32), 2)
     params = dict(policy.named_parameters())
-    loop = mb.InnerLoop.of(params, inner_lr=0.1, steps=2)
+    loop = mb.InnerLoop.of(params, inner_lr=0.1, inner_steps=2)
     optimizer = torch.optim.Adam(params.values(), lr=1e-3)
 
     report_every = max(1, args.iterations // 10)
@@ -95,7 +95,7 @@ def main() -> None:
 
     theta = {name: tensor.detach() for name, tensor in params.items()}
     new_tasks = sample_tasks(200, 10, torch.Generator().manual_seed(args.seed + 1))
-    before = meta_loss(policy, theta, new_tasks, mb.InnerLoop.of(theta, inner_lr=0.1, steps=0))
+    before = meta_loss(policy, theta, new_tasks, mb.InnerLoop.of(theta, inner_lr=0.1, inner_steps=0))
     after = meta_loss(policy, theta, new_tasks, loop)
     print(f"cost on 200 new goals before adapting: {before.item():.3f}")
     print(f"cost on 200 new goals after {loop.steps} steps:    {after.item():.3f}")

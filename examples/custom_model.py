@@ -75,7 +75,12 @@ def main() -> None:
     new_tasks = tasks.sample(200, 10, 50, generator=torch.Generator().manual_seed(args.seed + 1))
     for name, network in (("meta-trained", model), ("untrained", untrained)):
         result = mb.evaluate(
-            network, dict(network.named_parameters()), new_tasks, loss_fn=F.mse_loss, inner_lr=0.01, steps=10
+            network,
+            dict(network.named_parameters()),
+            new_tasks,
+            loss_fn=F.mse_loss,
+            inner_lr=0.01,
+            inner_steps=10,
         )
         print(f"query MSE on 200 new sinusoids, {name} model, adapted on 10 points:")
         print(result.summary(steps=(0, 1, 10)))

@@ -113,7 +113,8 @@ def check_step_weights(step_weights: object, steps: int) -> list[float]:
         raise TypeError(f"step_weights must be a sequence of {steps} numbers, got {step_weights!r}")
     if len(step_weights) != steps or steps == 0:
         raise ValueError(
-            f"step_weights must hold one weight per inner step (steps={steps} >= 1), got {step_weights!r}"
+            f"step_weights must hold one weight per inner step (inner_steps={steps} >= 1), "
+            f"got {step_weights!r}"
         )
     weights = []
     for weight in step_weights:

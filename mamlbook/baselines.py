@@ -128,7 +128,7 @@ def train_from_scratch(
         raise TypeError(f"model_factory() must return a torch.nn.Module, got {type(model).__name__}")
     model.to(batch.support_x.device)
     params = {name: tensor.detach() for name, tensor in model.named_parameters()}
-    result = evaluate(model, params, batch, loss_fn=loss_fn, inner_lr=lr, steps=steps)
+    result = evaluate(model, params, batch, loss_fn=loss_fn, inner_lr=lr, inner_steps=steps)
     return ScratchBaseline(model, params, result)
 
 

@@ -73,7 +73,7 @@ def evaluate(
     *,
     loss_fn: LossFn,
     inner_lr: InnerLR | None = None,
-    steps: int | None = None,
+    inner_steps: int | None = None,
     metric: LossFn | None = None,
     adapt_only: str | Sequence[str] | None = None,
     inner_loop: InnerLoop | None = None,
@@ -93,12 +93,12 @@ def evaluate(
         loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task, the loss the
             inner steps descend.
         inner_lr: alpha used for fine-tuning, or learned rates (``mamlbook.types.InnerLR``;
-            a per-step list needs ``steps`` entries).
-        steps: n, the largest number of inner steps to evaluate.
+            a per-step list needs ``inner_steps`` entries).
+        inner_steps: n, the largest number of inner steps to evaluate.
         metric: ``metric(prediction, target) -> scalar`` recorded on the query set, e.g.
             ``mamlbook.tasks.classification_accuracy``; None records ``loss_fn``.
         adapt_only: adapt only these parameters (ANIL); None adapts all.
-        inner_loop: ``inner_lr``, ``steps`` and ``adapt_only`` as one ``InnerLoop`` (for
+        inner_loop: ``inner_lr``, ``inner_steps`` and ``adapt_only`` as one ``InnerLoop`` (for
             example ``TrainingHistory.inner_loop``), instead of them.
         chunk_size: tasks adapted at once, to bound memory.
         backend: how the losses are evaluated (``mamlbook.backends``).
@@ -108,7 +108,9 @@ def evaluate(
     """
     check_params(model, params)
     check_loss_fn(loss_fn)
-    loop = InnerLoop.resolve(params, inner_loop, inner_lr=inner_lr, steps=steps, adapt_only=adapt_only)
+    loop = InnerLoop.resolve(
+        params, inner_loop, inner_lr=inner_lr, inner_steps=inner_steps, adapt_only=adapt_only
+    )
     if metric is not None and not callable(metric):
         raise TypeError(f"metric must be None or callable as metric(prediction, target), got {metric!r}")
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)

@@ -66,7 +66,7 @@ class InnerLoop:
         params: Mapping[str, torch.Tensor],
         *,
         inner_lr: object,
-        steps: object,
+        inner_steps: object,
         first_order: object = False,
         adapt_only: object = None,
     ) -> InnerLoop:
@@ -77,18 +77,18 @@ class InnerLoop:
             inner_lr: alpha in one of three forms (``mamlbook.types.InnerLR``): a number
                 >= 0 for every parameter and step; a mapping from each adapted
                 parameter's name to a tensor, a scalar or of the parameter's shape
-                (Meta-SGD), used at every step; or a list of ``steps`` such rates (MAML++).
-            steps: the number of inner steps, an integer >= 0.
+                (Meta-SGD), used at every step; or a list of ``inner_steps`` such rates (MAML++).
+            inner_steps: the number of inner steps, an integer >= 0.
             first_order: detach the inner gradients.
             adapt_only: adapt only these parameters, each by its name or a module prefix
                 (``"head"`` selects ``head.weight`` and ``head.bias``: ANIL); None adapts all.
         """
-        steps = check_int("steps", steps, minimum=0)
+        steps = check_int("inner_steps", inner_steps, minimum=0)
         adapted = _select(params, adapt_only)
         if isinstance(inner_lr, (list, tuple)):
             if len(inner_lr) != steps:
                 raise ValueError(
-                    f"inner_lr has one rate per step for {len(inner_lr)} steps, but steps={steps}; "
+                    f"inner_lr has one rate per step for {len(inner_lr)} steps, but inner_steps={steps}; "
                     "give one rate per inner step"
                 )
             rates = tuple(
@@ -105,21 +105,30 @@ class InnerLoop:
         inner_loop: object,
         *,
         inner_lr: object,
-        steps: object,
+        inner_steps: object,
         first_order: object = False,
         adapt_only: object = None,
     ) -> InnerLoop:
         """The inner loop of a public call, given as ``inner_loop`` or as its options."""
         if inner_loop is None:
-            if inner_lr is None or steps is None:
-                raise TypeError("give inner_lr and steps, or an inner_loop (mamlbook.InnerLoop)")
+            if inner_lr is None or inner_steps is None:
+                raise TypeError("give inner_lr and inner_steps, or an inner_loop (mamlbook.InnerLoop)")
             return cls.of(
-                params, inner_lr=inner_lr, steps=steps, first_order=first_order, adapt_only=adapt_only
+                params,
+                inner_lr=inner_lr,
+                inner_steps=inner_steps,
+                first_order=first_order,
+                adapt_only=adapt_only,
             )
         if not isinstance(inner_loop, InnerLoop):
             raise TypeError(f"inner_loop must be a mamlbook.InnerLoop, got {type(inner_loop).__name__}")
-        if inner_lr is not None or steps is not None or first_order is not False or adapt_only is not None:
-            raise TypeError("give inner_loop alone, or inner_lr, steps and the other options, not both")
+        if (
+            inner_lr is not None
+            or inner_steps is not None
+            or first_order is not False
+            or adapt_only is not None
+        ):
+            raise TypeError("give inner_loop alone, or inner_lr, inner_steps and the other options, not both")
         missing = [name for name in inner_loop.adapted if name not in params]
         if missing:
             raise ValueError(f"inner_loop adapts {missing}, which params does not hold")

@@ -40,13 +40,13 @@ def adapt(
     *,
     loss_fn: LossFn,
     inner_lr: InnerLR | None = None,
-    steps: int | None = None,
+    inner_steps: int | None = None,
     first_order: bool = False,
     adapt_only: str | Sequence[str] | None = None,
     inner_loop: InnerLoop | None = None,
     backend: str | Backend = "auto",
 ) -> Params:
-    """Adapt ``params`` to one task with ``steps`` plain SGD steps on its support set.
+    """Adapt ``params`` to one task with ``inner_steps`` plain SGD steps on its support set.
 
     phi_0 = params, phi_{s+1} = phi_s - inner_lr * grad_phi loss_fn(f_phi_s(x), y).
     The result stays differentiable with respect to ``params`` through every step,
@@ -60,9 +60,9 @@ def adapt(
         y: ``(K, ...)`` support targets.
         loss_fn: ``loss_fn(prediction, target) -> scalar``.
         inner_lr: alpha, a finite number >= 0; or learned rates, a tensor per adapted
-            parameter (Meta-SGD), or a list of ``steps`` rates, one per step (MAML++);
+            parameter (Meta-SGD), or a list of ``inner_steps`` rates, one per step (MAML++);
             see ``mamlbook.types.InnerLR``.
-        steps: number of gradient steps, an integer >= 0; 0 returns ``params``.
+        inner_steps: number of gradient steps, an integer >= 0; 0 returns ``params``.
         first_order: detach the inner gradients.
         adapt_only: adapt only these parameters, by name or module prefix (``"head"``
             for ANIL); the others keep their values. None adapts all.
@@ -85,7 +85,7 @@ def adapt(
         y[None],
         loss_fn=loss_fn,
         inner_lr=inner_lr,
-        steps=steps,
+        inner_steps=inner_steps,
         first_order=first_order,
         adapt_only=adapt_only,
         inner_loop=inner_loop,
@@ -102,7 +102,7 @@ def adapt_tasks(
     *,
     loss_fn: LossFn,
     inner_lr: InnerLR | None = None,
-    steps: int | None = None,
+    inner_steps: int | None = None,
     first_order: bool = False,
     adapt_only: str | Sequence[str] | None = None,
     inner_loop: InnerLoop | None = None,
@@ -126,7 +126,12 @@ def adapt_tasks(
     check_params(model, params)
     check_loss_fn(loss_fn)
     loop = InnerLoop.resolve(
-        params, inner_loop, inner_lr=inner_lr, steps=steps, first_order=first_order, adapt_only=adapt_only
+        params,
+        inner_loop,
+        inner_lr=inner_lr,
+        inner_steps=inner_steps,
+        first_order=first_order,
+        adapt_only=adapt_only,
     )
     check_support_set(x, y, device=params_device(params), per_task=True)
     problem = Problem("adapt", model, params, loss_fn, loop, inputs=(x,))
@@ -154,7 +159,7 @@ def maml_loss(
     *,
     loss_fn: LossFn,
     inner_lr: InnerLR | None = None,
-    steps: int | None = None,
+    inner_steps: int | None = None,
     first_order: bool = False,
     adapt_only: str | Sequence[str] | None = None,
     step_weights: Sequence[float] | torch.Tensor | None = None,
@@ -175,15 +180,15 @@ def maml_loss(
         batch: T tasks; support ``(T, K, ...)``, query ``(T, Q, ...)``.
         loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
         inner_lr: alpha, a finite number >= 0, or learned rates (``mamlbook.types.InnerLR``).
-        steps: inner gradient steps per task, an integer >= 0.
+        inner_steps: inner gradient steps per task, an integer >= 0.
         first_order: detach the inner gradients (first-order MAML).
         adapt_only: adapt only these parameters, by name or module prefix (``"head"``
             for ANIL); None adapts all.
-        step_weights: MAML++'s multi-step loss: ``steps`` weights w_s, and the meta-loss
+        step_weights: MAML++'s multi-step loss: ``inner_steps`` weights w_s, and the meta-loss
             is sum_s w_s * (mean query loss after step s + 1). None scores the final
             step alone (w = 0, ..., 0, 1) without computing the others.
         inner_loop: the inner loop's options as one ``InnerLoop``, instead of
-            ``inner_lr``, ``steps``, ``first_order`` and ``adapt_only``.
+            ``inner_lr``, ``inner_steps``, ``first_order`` and ``adapt_only``.
         backend: ``"auto"`` or the backend that computes it (``mamlbook.backends``).
 
     Returns:
@@ -196,7 +201,12 @@ def maml_loss(
     check_params(model, params)
     check_loss_fn(loss_fn)
     loop = InnerLoop.resolve(
-        params, inner_loop, inner_lr=inner_lr, steps=steps, first_order=first_order, adapt_only=adapt_only
+        params,
+        inner_loop,
+        inner_lr=inner_lr,
+        inner_steps=inner_steps,
+        first_order=first_order,
+        adapt_only=adapt_only,
     )
     batch = check_task_batch(batch, device=params_device(params))
     weights = None if step_weights is None else check_step_weights(step_weights, loop.steps)

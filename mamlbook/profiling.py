@@ -185,7 +185,7 @@ def meta_iteration(
     *,
     loss_fn: LossFn,
     inner_lr: float,
-    steps: int,
+    inner_steps: int,
     outer_lr: float = 1e-3,
     outer_step_size: float = 1.0,
 ) -> Callable[[], None]:
@@ -199,14 +199,14 @@ def meta_iteration(
     Args:
         algorithm: one of ``ALGORITHMS``.
         model, batch: the network and T tasks, on the same device.
-        loss_fn, inner_lr, steps: the inner loop's loss, step size and number of steps.
+        loss_fn, inner_lr, inner_steps: the inner loop's loss, step size and number of steps.
         outer_lr: beta, Adam's step size (MAML and FOMAML).
         outer_step_size: epsilon (Reptile).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     params = {name: tensor.detach().clone().requires_grad_() for name, tensor in model.named_parameters()}
-    settings = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": steps}
+    settings = {"loss_fn": loss_fn, "inner_lr": inner_lr, "inner_steps": inner_steps}
     if algorithm == "Reptile":
         return lambda: reptile_step(model, params, batch, outer_step_size=outer_step_size, **settings)
     optimizer = OuterAdam(params.values(), lr=outer_lr)
@@ -225,14 +225,14 @@ class Cost(NamedTuple):
 
     Attributes:
         algorithm: one of ``ALGORITHMS``.
-        steps: inner steps per task.
+        inner_steps: inner steps per task.
         seconds: its wall time.
         saved_bytes: ``peak_saved_bytes`` of one call.
         cuda_bytes: ``peak_cuda_bytes`` of one call on a GPU; None on the CPU.
     """
 
     algorithm: str
-    steps: int
+    inner_steps: int
     seconds: Timing
     saved_bytes: int
     cuda_bytes: int | None
@@ -244,7 +244,7 @@ def measure_costs(
     *,
     loss_fn: LossFn,
     inner_lr: float,
-    steps: Sequence[int] = (1, 2, 5, 10),
+    inner_steps: Sequence[int] = (1, 2, 5, 10),
     algorithms: Sequence[str] = ALGORITHMS,
     repeats: int = 5,
     warmup: int = 1,
@@ -254,22 +254,22 @@ def measure_costs(
     Args:
         model, batch: the network and T tasks, on the same device.
         loss_fn, inner_lr: the inner loop's loss and step size.
-        steps: numbers of inner steps, integers >= 1.
+        inner_steps: numbers of inner steps, integers >= 1.
         algorithms: names from ``ALGORITHMS``.
         repeats, warmup: passed to ``time_call``.
 
     Returns:
         One ``Cost`` per algorithm and number of steps, algorithm by algorithm.
     """
-    steps = [check_int("steps", count, minimum=1) for count in steps]
+    inner_steps = [check_int("inner_steps", count, minimum=1) for count in inner_steps]
     unknown = sorted(set(algorithms) - set(ALGORITHMS))
     if unknown:
         raise ValueError(f"algorithms must be among {ALGORITHMS}, got unknown {unknown}")
     device = next(model.parameters()).device
-    configurations = [(algorithm, count) for algorithm in algorithms for count in steps]
+    configurations = [(algorithm, count) for algorithm in algorithms for count in inner_steps]
 
     def build(algorithm: str, count: int) -> Callable[[], None]:
-        return meta_iteration(algorithm, model, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=count)
+        return meta_iteration(algorithm, model, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=count)
 
     timings = time_calls([build(*config) for config in configurations], repeats=repeats, warmup=warmup)
     return [
@@ -294,7 +294,6 @@ def format_costs(costs: Sequence[Cost]) -> str:
             f"{1e3 * cost.seconds.median:.1f} ({1e3 * cost.seconds.min:.1f}-{1e3 * cost.seconds.max:.1f})"
         )
         cuda = "-" if cost.cuda_bytes is None else f"{cost.cuda_bytes / 1e3:.0f}"
-        lines.append(
-            f"{cost.algorithm:<9} {cost.steps:>5} {time_ms:>26} {cost.saved_bytes / 1e3:>9.0f} {cuda:>8}"
-        )
+        saved = cost.saved_bytes / 1e3
+        lines.append(f"{cost.algorithm:<9} {cost.inner_steps:>5} {time_ms:>26} {saved:>9.0f} {cuda:>8}")
     return "\n".join(lines)

@@ -24,11 +24,11 @@ def adapt_one_task(
     *,
     loss_fn: LossFn,
     inner_lr: InnerLR,
-    steps: int,
+    inner_steps: int,
     first_order: bool = False,
     adapt_only: Sequence[str] | None = None,
 ) -> Params:
-    """phi after ``steps`` SGD steps on one task's ``(x, y)``, ``(K, ...)`` each.
+    """phi after ``inner_steps`` SGD steps on one task's ``(x, y)``, ``(K, ...)`` each.
 
     ``inner_lr`` is a number, or learned rates (``rate_of``); ``adapt_only`` lists the
     full names of the parameters to adapt (None: all). The result is differentiable
@@ -36,7 +36,7 @@ def adapt_one_task(
     """
     adapted = dict(params)
     names = list(params) if adapt_only is None else list(adapt_only)
-    for step in range(steps):
+    for step in range(inner_steps):
         loss = loss_fn(functional_call(model, adapted, (x,)), y)
         grads = torch.autograd.grad(loss, [adapted[name] for name in names], create_graph=not first_order)
         for name, grad in zip(names, grads, strict=True):
@@ -51,7 +51,7 @@ def maml_loss(
     *,
     loss_fn: LossFn,
     inner_lr: InnerLR,
-    steps: int,
+    inner_steps: int,
     first_order: bool = False,
     adapt_only: Sequence[str] | None = None,
     step_weights: Sequence[float] | None = None,
@@ -61,7 +61,7 @@ def maml_loss(
     With ``step_weights`` (MAML++), the sum over s of w_s times the query loss after
     s + 1 steps; each scored number of steps is adapted for anew.
     """
-    weight_after = {steps: 1.0} if step_weights is None else dict(enumerate(step_weights, start=1))
+    weight_after = {inner_steps: 1.0} if step_weights is None else dict(enumerate(step_weights, start=1))
     total = 0.0
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
         for count, weight in weight_after.items():
@@ -72,7 +72,7 @@ def maml_loss(
                 support_y,
                 loss_fn=loss_fn,
                 inner_lr=inner_lr,
-                steps=count,
+                inner_steps=count,
                 first_order=first_order,
                 adapt_only=adapt_only,
             )

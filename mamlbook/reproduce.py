@@ -42,7 +42,7 @@ class SinusoidSettings:
 
     Attributes:
         maml: the meta-training configuration.
-        train_shots, num_query: K support and Q query points of each training task.
+        train_shots, n_query: K support and Q query points of each training task.
         pretrain_iterations: Adam steps of the pretrained baseline (T = ``maml.meta_batch_size``).
         eval_tasks, eval_shots, eval_steps: the test: new tasks, their K, and the largest
             number of fine-tuning steps (at ``maml.inner_lr``).
@@ -51,7 +51,7 @@ class SinusoidSettings:
 
     maml: MetaTrainConfig
     train_shots: int
-    num_query: int
+    n_query: int
     pretrain_iterations: int
     eval_tasks: int = 600
     eval_shots: int = 5
@@ -67,7 +67,7 @@ class OmniglotSettings:
         maml: the meta-training configuration.
         n_way, k_shot, n_query: the episodes; ``n_query`` query images per class, K in
             the paper's code for Omniglot (15 is its MiniImagenet setting).
-        test_steps: fine-tuning steps at test time (the paper: 3 for 5-way).
+        eval_steps: fine-tuning steps at test time (the paper: 3 for 5-way).
         eval_tasks: new tasks from the 423 test classes.
     """
 
@@ -75,7 +75,7 @@ class OmniglotSettings:
     n_way: int = 5
     k_shot: int = 1
     n_query: int = 1
-    test_steps: int = 3
+    eval_steps: int = 3
     eval_tasks: int = 600
 
 
@@ -83,12 +83,12 @@ SETTINGS: dict[tuple[str, str], SinusoidSettings | OmniglotSettings] = {
     # The paper's setting; meta-trained with the K = 5 of the test (chapter 4, "Which K to
     # meta-train with": K = 10 training can diverge when ten steps are taken on five points).
     ("sinusoid", "paper"): SinusoidSettings(
-        MetaTrainConfig.sinusoid_paper(), train_shots=5, num_query=10, pretrain_iterations=10_000
+        MetaTrainConfig.sinusoid_paper(), train_shots=5, n_query=10, pretrain_iterations=10_000
     ),
     ("sinusoid", "quick"): SinusoidSettings(
         dataclasses.replace(MetaTrainConfig.sinusoid_paper(), iterations=5_000),
         train_shots=5,
-        num_query=10,
+        n_query=10,
         pretrain_iterations=2_000,
     ),
     ("omniglot", "paper"): OmniglotSettings(MetaTrainConfig.omniglot_paper(5)),
@@ -156,7 +156,7 @@ def _sinusoid(
     """Meta-train MAML and pretrain the baseline, then fine-tune both on the same new tasks."""
     family = Sinusoid()
     config = settings.maml
-    sample = functools.partial(family.sample, num_support=settings.train_shots, num_query=settings.num_query)
+    sample = functools.partial(family.sample, k_shot=settings.train_shots, n_query=settings.n_query)
 
     def trained(train: Callable[[MLP], object]) -> MLP:
         torch.manual_seed(config.seed)
@@ -183,7 +183,7 @@ def _sinusoid(
     test_tasks = family.sample(
         settings.eval_tasks,
         settings.eval_shots,
-        num_query=100,
+        n_query=100,
         generator=torch.Generator().manual_seed(config.seed + 1),
     ).to(device)
     results = {
@@ -194,7 +194,7 @@ def _sinusoid(
                 test_tasks,
                 loss_fn=F.mse_loss,
                 inner_lr=config.inner_lr,
-                steps=settings.eval_steps,
+                inner_steps=settings.eval_steps,
             ),
             settings.report_steps,
         )
@@ -231,7 +231,7 @@ def _omniglot(
         test_tasks.to(device),
         loss_fn=F.cross_entropy,
         inner_lr=history.inner_lr,
-        steps=settings.test_steps,
+        inner_steps=settings.eval_steps,
         metric=classification_accuracy,
         chunk_size=100,
     )
@@ -239,7 +239,7 @@ def _omniglot(
     results = {
         "MAML": {
             "episodes": label,
-            "steps": settings.test_steps,
+            "steps": settings.eval_steps,
             "accuracy_percent": round(100 * float(result.mean[-1]), 2),
             "ci95_percent": round(100 * float(result.ci95[-1]), 2),
             "accuracy_percent_by_steps": [round(100 * float(value), 2) for value in result.mean],

@@ -92,14 +92,14 @@ def reptile_step(
     *,
     loss_fn: LossFn,
     inner_lr: float,
-    steps: int,
+    inner_steps: int,
     outer_step_size: float,
     include_query: bool = False,
     backend: str | Backend = "auto",
 ) -> torch.Tensor:
     """One Reptile meta-iteration: theta <- theta + epsilon * mean_t (phi_t - theta), in place.
 
-    The T tasks are adapted at once, each from theta, by ``steps`` first-order SGD steps
+    The T tasks are adapted at once, each from theta, by ``inner_steps`` first-order SGD steps
     of the inner loop; ``params`` is then updated under ``torch.no_grad()``.
 
     Args:
@@ -109,7 +109,7 @@ def reptile_step(
         batch: T tasks; support ``(T, K, ...)``, query ``(T, Q, ...)``.
         loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
         inner_lr: alpha, a finite number >= 0.
-        steps: k, inner SGD steps per task, an integer >= 1.
+        inner_steps: k, inner SGD steps per task, an integer >= 1.
         outer_step_size: epsilon, a finite number > 0.
         include_query: adapt on the support and query points together, ``(T, K + Q, ...)``.
         backend: how the losses are evaluated (``mamlbook.backends``).
@@ -124,7 +124,10 @@ def reptile_step(
     check_params(model, params)
     check_loss_fn(loss_fn)
     loop = InnerLoop.of(
-        params, inner_lr=inner_lr, steps=check_int("steps", steps, minimum=1), first_order=True
+        params,
+        inner_lr=inner_lr,
+        inner_steps=check_int("inner_steps", inner_steps, minimum=1),
+        first_order=True,
     )
     outer_step_size = check_positive_float("outer_step_size", outer_step_size)
     include_query = check_bool("include_query", include_query)
@@ -192,7 +195,7 @@ def reptile_train(
             batch,
             loss_fn=loss_fn,
             inner_lr=config.inner_lr,
-            steps=config.inner_steps,
+            inner_steps=config.inner_steps,
             outer_step_size=config.outer_step_size,
             include_query=config.include_query,
         )
@@ -207,5 +210,7 @@ def reptile_train(
         progress=progress,
         description="Reptile",
     )
-    inner_loop = InnerLoop.of(params, inner_lr=config.inner_lr, steps=config.inner_steps, first_order=True)
+    inner_loop = InnerLoop.of(
+        params, inner_lr=config.inner_lr, inner_steps=config.inner_steps, first_order=True
+    )
     return history._replace(inner_lr=config.inner_lr, inner_loop=inner_loop)

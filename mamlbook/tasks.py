@@ -73,29 +73,29 @@ class Sinusoid:
     def make_batch(
         self,
         waves: SineWaves,
-        num_support: int = 10,
-        num_query: int = 10,
+        k_shot: int = 10,
+        n_query: int = 10,
         *,
         generator: torch.Generator | None = None,
     ) -> TaskBatch:
         """Draw support and query points for the given tasks.
 
         Returns:
-            A TaskBatch with ``support_x``, ``support_y`` of shape ``(T, num_support, 1)``
-            and ``query_x``, ``query_y`` of shape ``(T, num_query, 1)``.
+            A TaskBatch with ``support_x``, ``support_y`` of shape ``(T, k_shot, 1)``
+            and ``query_x``, ``query_y`` of shape ``(T, n_query, 1)``.
         """
-        num_support = check_int("num_support", num_support, minimum=1)
-        num_query = check_int("num_query", num_query, minimum=1)
+        k_shot = check_int("k_shot", k_shot, minimum=1)
+        n_query = check_int("n_query", n_query, minimum=1)
         num_tasks = waves.amplitude.shape[0]
-        x = _uniform((num_tasks, num_support + num_query, 1), self.x_range, generator)
+        x = _uniform((num_tasks, k_shot + n_query, 1), self.x_range, generator)
         y = waves.curve(x)
-        return TaskBatch(x[:, :num_support], y[:, :num_support], x[:, num_support:], y[:, num_support:])
+        return TaskBatch(x[:, :k_shot], y[:, :k_shot], x[:, k_shot:], y[:, k_shot:])
 
     def sample(
         self,
         num_tasks: int,
-        num_support: int = 10,
-        num_query: int = 10,
+        k_shot: int = 10,
+        n_query: int = 10,
         *,
         generator: torch.Generator | None = None,
     ) -> TaskBatch:
@@ -106,15 +106,15 @@ class Sinusoid:
 
         Args:
             num_tasks: T >= 1.
-            num_support: K >= 1 support points per task.
-            num_query: query points per task, >= 1.
+            k_shot: K >= 1 support points per task.
+            n_query: query points per task, >= 1.
             generator: the source of randomness; the global one when None.
 
         Returns:
-            A TaskBatch, support ``(T, K, 1)`` and query ``(T, num_query, 1)``, float32.
+            A TaskBatch, support ``(T, K, 1)`` and query ``(T, n_query, 1)``, float32.
         """
         waves = self.sample_waves(num_tasks, generator=generator)
-        return self.make_batch(waves, num_support, num_query, generator=generator)
+        return self.make_batch(waves, k_shot, n_query, generator=generator)
 
 
 def _uniform(

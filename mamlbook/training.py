@@ -163,7 +163,7 @@ def learned_inner_rates(
         takes.
     """
     adapted_names = InnerLoop.of(
-        params, inner_lr=config.inner_lr, steps=0, adapt_only=config.adapt_only
+        params, inner_lr=config.inner_lr, inner_steps=0, adapt_only=config.adapt_only
     ).adapted
     if config.learned_inner_lr is None:
         return {}, lambda rates: config.inner_lr
@@ -231,7 +231,7 @@ def meta_train(
             batch,
             loss_fn=loss_fn,
             inner_lr=as_inner_lr(rates),
-            steps=config.inner_steps,
+            inner_steps=config.inner_steps,
             first_order=config.first_order or iteration < config.first_order_iterations,
             adapt_only=config.adapt_only,
             step_weights=step_weights,
@@ -255,7 +255,7 @@ def meta_train(
     inner_loop = InnerLoop.of(
         params,
         inner_lr=learned,
-        steps=config.inner_steps,
+        inner_steps=config.inner_steps,
         first_order=config.first_order,
         adapt_only=config.adapt_only,
     )

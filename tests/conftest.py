@@ -41,17 +41,17 @@ def make_model() -> Callable[..., nn.Module]:
 
 @pytest.fixture
 def sine_batch() -> Callable[..., mb.TaskBatch]:
-    """``sine_batch(num_tasks, num_support, num_query, seed=0, dtype=torch.float64)``: sinusoid tasks."""
+    """``sine_batch(num_tasks, k_shot, n_query, seed=0, dtype=torch.float64)``: sinusoid tasks."""
 
     def sample(
         num_tasks: int = 4,
-        num_support: int = 5,
-        num_query: int = 6,
+        k_shot: int = 5,
+        n_query: int = 6,
         seed: int = 0,
         dtype: torch.dtype = torch.float64,
     ) -> mb.TaskBatch:
         generator = torch.Generator().manual_seed(seed)
-        batch = mb.tasks.Sinusoid().sample(num_tasks, num_support, num_query, generator=generator)
+        batch = mb.tasks.Sinusoid().sample(num_tasks, k_shot, n_query, generator=generator)
         return mb.TaskBatch(*(tensor.to(dtype) for tensor in batch))
 
     return sample

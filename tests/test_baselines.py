@@ -25,7 +25,7 @@ def query_loss(model: torch.nn.Module, batch: mb.TaskBatch) -> float:
 
 
 def test_pretrain_is_meta_train_with_zero_inner_steps(make_model):
-    sample = functools.partial(Sinusoid().sample, num_support=5, num_query=8)
+    sample = functools.partial(Sinusoid().sample, k_shot=5, n_query=8)
     pretrained = make_model(lambda: MLP(1, (8,)), dtype=torch.float32)
     reference = make_model(lambda: MLP(1, (8,)), dtype=torch.float32)
     config = mb.MetaTrainConfig(iterations=20, meta_batch_size=4, inner_steps=0, outer_lr=1e-2, seed=3)
@@ -164,7 +164,7 @@ def test_train_from_scratch_is_evaluate_from_a_seeded_initialisation(sine_batch)
         expected_init = dict(MLP(1, (8,)).named_parameters())
     for name, tensor in expected_init.items():
         torch.testing.assert_close(run.params[name], tensor.detach(), rtol=0, atol=0)
-    expected = mb.evaluate(run.model, run.params, batch, loss_fn=F.mse_loss, inner_lr=0.02, steps=4)
+    expected = mb.evaluate(run.model, run.params, batch, loss_fn=F.mse_loss, inner_lr=0.02, inner_steps=4)
     torch.testing.assert_close(run.result.per_task, expected.per_task, rtol=0, atol=0)
     assert not any(tensor.requires_grad for tensor in run.params.values())
 

@@ -347,7 +347,7 @@ def test_unsupported_models_are_refused(make_model, factory, x_shape):
     params = dict(model.named_parameters())
     x = inputs(*x_shape)
     assert batched_forward(model, params_per_task(model, x_shape[0]), x) is None
-    loop = mb.InnerLoop.of(params, inner_lr=0.1, steps=1)
+    loop = mb.InnerLoop.of(params, inner_lr=0.1, inner_steps=1)
     problem = mb.backends.Problem("maml_loss", model, params, F.mse_loss, loop, (x,))
     assert isinstance(mb.backends.Batched().refusal(problem), str)
     assert mb.backends.choose_backend("auto", problem).name == "autograd"

@@ -48,7 +48,7 @@ def test_loaded_params_drive_the_model_like_the_originals(model, tmp_path, make_
 def test_saving_adapted_params_detaches_them(model, tmp_path, sine_batch):
     support_x, support_y, _, _ = (tensor[0] for tensor in sine_batch(dtype=torch.float32))
     params = dict(model.named_parameters())
-    adapted = mb.adapt(model, params, support_x, support_y, loss_fn=F.mse_loss, inner_lr=0.1, steps=1)
+    adapted = mb.adapt(model, params, support_x, support_y, loss_fn=F.mse_loss, inner_lr=0.1, inner_steps=1)
     assert adapted["head.bias"].requires_grad
 
     mb.save_params(adapted, tmp_path / "phi.pt")

@@ -226,13 +226,15 @@ def query_loss(model, params, x, y, loss_fn):
 def scores_with_adapt(model, params, batch, loss_fn, lr, steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        adapted = mb.adapt(model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=lr, steps=steps)
+        adapted = mb.adapt(
+            model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=lr, inner_steps=steps
+        )
         losses.append(query_loss(model, adapted, query_x, query_y, loss_fn))
     return torch.stack(losses)
 
 
 def scores_with_evaluate(model, params, batch, loss_fn, lr, steps):
-    return mb.evaluate(model, params, batch, loss_fn=loss_fn, inner_lr=lr, steps=steps).per_task[:, -1]
+    return mb.evaluate(model, params, batch, loss_fn=loss_fn, inner_lr=lr, inner_steps=steps).per_task[:, -1]
 
 
 def scores_as_a_list(model, params, batch, loss_fn, lr, steps):
@@ -248,7 +250,13 @@ def scores_on(sets):
         losses = []
         for task in range(batch.num_tasks):
             adapted = mb.adapt(
-                model, params, adapt_on[0][task], adapt_on[1][task], loss_fn=loss_fn, inner_lr=lr, steps=steps
+                model,
+                params,
+                adapt_on[0][task],
+                adapt_on[1][task],
+                loss_fn=loss_fn,
+                inner_lr=lr,
+                inner_steps=steps,
             )
             losses.append(query_loss(model, adapted, score_on[0][task], score_on[1][task], loss_fn))
         return torch.stack(losses)
@@ -267,7 +275,9 @@ def scores_one_step_more(model, params, batch, loss_fn, lr, steps):
 def scores_chained(model, params, batch, loss_fn, lr, steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        params = mb.adapt(model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=lr, steps=steps)
+        params = mb.adapt(
+            model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=lr, inner_steps=steps
+        )
         losses.append(query_loss(model, params, query_x, query_y, loss_fn))
     return torch.stack(losses)
 

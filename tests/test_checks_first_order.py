@@ -12,19 +12,21 @@ import mamlbook as mb
 from mamlbook.checks import check_fomaml_gradient, check_reptile_step
 
 
-def adapt_all(model, theta, batch, loss_fn, inner_lr, steps):
+def adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps):
     """Each task's adapted parameters, every task adapted from ``theta``."""
     return [
-        mb.adapt(model, theta, x, y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps, first_order=True)
+        mb.adapt(
+            model, theta, x, y, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps, first_order=True
+        )
         for x, y in zip(batch.support_x, batch.support_y, strict=True)
     ]
 
 
-# Reptile steps: reptile_step(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon) -> new theta
+# Reptile steps: reptile_step(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon) -> new theta
 
 
-def reptile_correct(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+def reptile_correct(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     with torch.no_grad():
         return {
             name: theta[name] + epsilon * torch.stack([phi[name] - theta[name] for phi in adapted]).mean(0)
@@ -32,9 +34,9 @@ def reptile_correct(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
         }
 
 
-def reptile_interpolation(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
+def reptile_interpolation(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
     """Correct too: (1 - epsilon) theta + epsilon mean(phi) is the same point."""
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     with torch.no_grad():
         return {
             name: (1 - epsilon) * theta[name] + epsilon * torch.stack([phi[name] for phi in adapted]).mean(0)
@@ -42,8 +44,8 @@ def reptile_interpolation(model, theta, batch, *, loss_fn, inner_lr, steps, epsi
         }
 
 
-def reptile_wrong_sign(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+def reptile_wrong_sign(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     with torch.no_grad():
         return {
             name: theta[name] - epsilon * torch.stack([phi[name] - theta[name] for phi in adapted]).mean(0)
@@ -51,8 +53,8 @@ def reptile_wrong_sign(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon
         }
 
 
-def reptile_averages_adapted(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+def reptile_averages_adapted(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     with torch.no_grad():
         return {
             name: theta[name] + epsilon * torch.stack([phi[name] for phi in adapted]).mean(0)
@@ -60,40 +62,40 @@ def reptile_averages_adapted(model, theta, batch, *, loss_fn, inner_lr, steps, e
         }
 
 
-def reptile_sums_differences(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+def reptile_sums_differences(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     with torch.no_grad():
         return {
             name: theta[name] + epsilon * sum(phi[name] - theta[name] for phi in adapted) for name in theta
         }
 
 
-def reptile_last_task_only(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
+def reptile_last_task_only(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
     for x, y in zip(batch.support_x, batch.support_y, strict=True):
-        phi = mb.adapt(model, theta, x, y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps)
+        phi = mb.adapt(model, theta, x, y, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps)
     with torch.no_grad():
         return {name: theta[name] + epsilon * (phi[name] - theta[name]) for name in theta}
 
 
-def reptile_moves_theta_in_the_loop(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
+def reptile_moves_theta_in_the_loop(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
     for x, y in zip(batch.support_x, batch.support_y, strict=True):
-        phi = mb.adapt(model, theta, x, y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps)
+        phi = mb.adapt(model, theta, x, y, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps)
         with torch.no_grad():
             for name in theta:
                 theta[name] += epsilon * (phi[name] - theta[name])
     return {name: tensor.detach().clone() for name, tensor in theta.items()}
 
 
-def reptile_chains_tasks(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
+def reptile_chains_tasks(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
     """The same mistake without touching the input: theta rebound in the loop."""
     for x, y in zip(batch.support_x, batch.support_y, strict=True):
-        phi = mb.adapt(model, theta, x, y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps)
+        phi = mb.adapt(model, theta, x, y, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps)
         theta = {name: (theta[name] + epsilon * (phi[name] - theta[name])).detach() for name in theta}
     return theta
 
 
-def reptile_epsilon_twice(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+def reptile_epsilon_twice(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     with torch.no_grad():
         mean_step = {
             name: epsilon * torch.stack([phi[name] - theta[name] for phi in adapted]).mean(0)
@@ -102,16 +104,16 @@ def reptile_epsilon_twice(model, theta, batch, *, loss_fn, inner_lr, steps, epsi
         return {name: theta[name] + epsilon * mean_step[name] for name in theta}
 
 
-def reptile_no_epsilon(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+def reptile_no_epsilon(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     with torch.no_grad():
         return {name: torch.stack([phi[name] for phi in adapted]).mean(0) for name in theta}
 
 
-def reptile_updates_input(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
+def reptile_updates_input(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
     """Right values, but theta itself is changed after the loop."""
     new = reptile_correct(
-        model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps, epsilon=epsilon
+        model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps, epsilon=epsilon
     )
     with torch.no_grad():
         for name in theta:
@@ -119,12 +121,14 @@ def reptile_updates_input(model, theta, batch, *, loss_fn, inner_lr, steps, epsi
     return theta
 
 
-def reptile_ignores_steps(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
-    return reptile_correct(model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=1, epsilon=epsilon)
+def reptile_ignores_steps(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
+    return reptile_correct(
+        model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=1, epsilon=epsilon
+    )
 
 
-def reptile_per_task_result(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+def reptile_per_task_result(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     with torch.no_grad():
         return {
             name: theta[name] + epsilon * torch.stack([phi[name] - theta[name] for phi in adapted])
@@ -161,7 +165,7 @@ def test_check_reptile_step_names_the_mistake(fn, keyword):
 
 
 def test_check_reptile_step_reports_an_exception():
-    def broken(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon):
+    def broken(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
         raise KeyError("body.0.weight")
 
     verdict = check_reptile_step(broken)
@@ -174,7 +178,7 @@ def test_check_reptile_step_rejects_a_non_function():
         check_reptile_step("reptile")
 
 
-# First-order MAML gradients: fomaml_gradient(model, theta, batch, *, loss_fn, inner_lr, steps) -> grads
+# First-order MAML gradients: fomaml_gradient(model, theta, batch, *, loss_fn, inner_lr, inner_steps) -> grads
 
 
 def query_gradient(model, phi, x, y, loss_fn):
@@ -184,41 +188,41 @@ def query_gradient(model, phi, x, y, loss_fn):
     return dict(zip(phi, torch.autograd.grad(loss, list(phi.values())), strict=True))
 
 
-def per_task_query_gradients(model, theta, batch, loss_fn, inner_lr, steps):
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+def per_task_query_gradients(model, theta, batch, loss_fn, inner_lr, inner_steps):
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     return [
         query_gradient(model, phi, x, y, loss_fn)
         for phi, x, y in zip(adapted, batch.query_x, batch.query_y, strict=True)
     ]
 
 
-def fomaml_correct(model, theta, batch, *, loss_fn, inner_lr, steps):
-    grads = per_task_query_gradients(model, theta, batch, loss_fn, inner_lr, steps)
+def fomaml_correct(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
+    grads = per_task_query_gradients(model, theta, batch, loss_fn, inner_lr, inner_steps)
     return {name: torch.stack([grad[name] for grad in grads]).mean(0) for name in theta}
 
 
-def fomaml_through_maml_loss(model, theta, batch, *, loss_fn, inner_lr, steps):
+def fomaml_through_maml_loss(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
     """Correct too: the package's first-order meta-loss, differentiated."""
     loss = mb.maml_loss(
-        model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps, first_order=True
+        model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps, first_order=True
     )
     return dict(zip(theta, torch.autograd.grad(loss, list(theta.values())), strict=True))
 
 
-def fomaml_second_order(model, theta, batch, *, loss_fn, inner_lr, steps):
-    loss = mb.maml_loss(model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps)
+def fomaml_second_order(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
+    loss = mb.maml_loss(model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps)
     return dict(zip(theta, torch.autograd.grad(loss, list(theta.values())), strict=True))
 
 
-def fomaml_at_theta(model, theta, batch, *, loss_fn, inner_lr, steps):
+def fomaml_at_theta(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
     grads = [
         query_gradient(model, theta, x, y, loss_fn) for x, y in zip(batch.query_x, batch.query_y, strict=True)
     ]
     return {name: torch.stack([grad[name] for grad in grads]).mean(0) for name in theta}
 
 
-def fomaml_on_support(model, theta, batch, *, loss_fn, inner_lr, steps):
-    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, steps)
+def fomaml_on_support(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
+    adapted = adapt_all(model, theta, batch, loss_fn, inner_lr, inner_steps)
     grads = [
         query_gradient(model, phi, x, y, loss_fn)
         for phi, x, y in zip(adapted, batch.support_x, batch.support_y, strict=True)
@@ -226,26 +230,26 @@ def fomaml_on_support(model, theta, batch, *, loss_fn, inner_lr, steps):
     return {name: torch.stack([grad[name] for grad in grads]).mean(0) for name in theta}
 
 
-def fomaml_sums_tasks(model, theta, batch, *, loss_fn, inner_lr, steps):
-    grads = per_task_query_gradients(model, theta, batch, loss_fn, inner_lr, steps)
+def fomaml_sums_tasks(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
+    grads = per_task_query_gradients(model, theta, batch, loss_fn, inner_lr, inner_steps)
     return {name: torch.stack([grad[name] for grad in grads]).sum(0) for name in theta}
 
 
-def fomaml_last_task(model, theta, batch, *, loss_fn, inner_lr, steps):
-    return per_task_query_gradients(model, theta, batch, loss_fn, inner_lr, steps)[-1]
+def fomaml_last_task(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
+    return per_task_query_gradients(model, theta, batch, loss_fn, inner_lr, inner_steps)[-1]
 
 
-def fomaml_negated(model, theta, batch, *, loss_fn, inner_lr, steps):
+def fomaml_negated(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
     return {
         name: -grad
         for name, grad in fomaml_correct(
-            model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps
+            model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps
         ).items()
     }
 
 
-def fomaml_one_step(model, theta, batch, *, loss_fn, inner_lr, steps):
-    return fomaml_correct(model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=1)
+def fomaml_one_step(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
+    return fomaml_correct(model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=1)
 
 
 @pytest.mark.parametrize("fn", [fomaml_correct, fomaml_through_maml_loss])
@@ -263,7 +267,7 @@ def test_check_fomaml_gradient_accepts_a_correct_gradient(fn):
         (fomaml_sums_tasks, "instead of summing"),
         (fomaml_last_task, "only one task"),
         (fomaml_negated, "wrong sign"),
-        (fomaml_one_step, "one inner step whatever steps is"),
+        (fomaml_one_step, "one inner step whatever inner_steps is"),
     ],
 )
 def test_check_fomaml_gradient_names_the_mistake(fn, keyword):
@@ -273,9 +277,11 @@ def test_check_fomaml_gradient_names_the_mistake(fn, keyword):
 
 
 def test_check_fomaml_gradient_wants_a_dict_keyed_like_theta():
-    def as_list(model, theta, batch, *, loss_fn, inner_lr, steps):
+    def as_list(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
         return list(
-            fomaml_correct(model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps).values()
+            fomaml_correct(
+                model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps
+            ).values()
         )
 
     verdict = check_fomaml_gradient(as_list)

@@ -24,51 +24,51 @@ def query_loss(model, phi, x, y, loss_fn):
     return loss_fn(functional_call(model, phi, (x,)), y)
 
 
-def correct_loop(model, params, batch, *, loss_fn, inner_lr, steps):
+def correct_loop(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
         phi = params
-        for _ in range(steps):
+        for _ in range(inner_steps):
             phi = inner_step(model, phi, support_x, support_y, loss_fn, inner_lr)
         losses.append(query_loss(model, phi, query_x, query_y, loss_fn))
     return torch.stack(losses).mean()
 
 
-def one_loss_over_all_queries(model, params, batch, *, loss_fn, inner_lr, steps):
+def one_loss_over_all_queries(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     """Correct too: with as many query points per task, the mean over all of them is the mean over tasks."""
     predictions = []
     for support_x, support_y, query_x, _ in zip(*batch, strict=True):
         phi = params
-        for _ in range(steps):
+        for _ in range(inner_steps):
             phi = inner_step(model, phi, support_x, support_y, loss_fn, inner_lr)
         predictions.append(functional_call(model, phi, (query_x,)))
     return loss_fn(torch.cat(predictions), batch.query_y.reshape(-1, *batch.query_y.shape[2:]))
 
 
-def no_create_graph(model, params, batch, *, loss_fn, inner_lr, steps):
+def no_create_graph(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
         phi = params
-        for _ in range(steps):
+        for _ in range(inner_steps):
             phi = inner_step(model, phi, support_x, support_y, loss_fn, inner_lr, create_graph=False)
         losses.append(query_loss(model, phi, query_x, query_y, loss_fn))
     return torch.stack(losses).mean()
 
 
-def adapts_on_query(model, params, batch, *, loss_fn, inner_lr, steps):
+def adapts_on_query(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for _, _, query_x, query_y in zip(*batch, strict=True):
         phi = params
-        for _ in range(steps):
+        for _ in range(inner_steps):
             phi = inner_step(model, phi, query_x, query_y, loss_fn, inner_lr)
         losses.append(query_loss(model, phi, query_x, query_y, loss_fn))
     return torch.stack(losses).mean()
 
 
-def updates_theta_under_no_grad(model, params, batch, *, loss_fn, inner_lr, steps):
+def updates_theta_under_no_grad(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        for _ in range(steps):
+        for _ in range(inner_steps):
             loss = query_loss(model, params, support_x, support_y, loss_fn)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
             with torch.no_grad():
@@ -78,10 +78,10 @@ def updates_theta_under_no_grad(model, params, batch, *, loss_fn, inner_lr, step
     return torch.stack(losses).mean()
 
 
-def updates_theta_data(model, params, batch, *, loss_fn, inner_lr, steps):
+def updates_theta_data(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        for _ in range(steps):
+        for _ in range(inner_steps):
             loss = query_loss(model, params, support_x, support_y, loss_fn)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
             for p, g in zip(params.values(), grads, strict=True):
@@ -90,10 +90,10 @@ def updates_theta_data(model, params, batch, *, loss_fn, inner_lr, steps):
     return torch.stack(losses).mean()
 
 
-def updates_leaf_in_place(model, params, batch, *, loss_fn, inner_lr, steps):
+def updates_leaf_in_place(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        for _ in range(steps):
+        for _ in range(inner_steps):
             loss = query_loss(model, params, support_x, support_y, loss_fn)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
             for p, g in zip(params.values(), grads, strict=True):
@@ -102,11 +102,11 @@ def updates_leaf_in_place(model, params, batch, *, loss_fn, inner_lr, steps):
     return torch.stack(losses).mean()
 
 
-def updates_copy_in_place(model, params, batch, *, loss_fn, inner_lr, steps):
+def updates_copy_in_place(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
         phi = {name: p.clone() for name, p in params.items()}
-        for _ in range(steps):
+        for _ in range(inner_steps):
             loss = query_loss(model, phi, support_x, support_y, loss_fn)
             grads = torch.autograd.grad(loss, list(phi.values()), create_graph=True)
             for p, g in zip(phi.values(), grads, strict=True):
@@ -115,11 +115,11 @@ def updates_copy_in_place(model, params, batch, *, loss_fn, inner_lr, steps):
     return torch.stack(losses).mean()
 
 
-def updates_copy_under_no_grad(model, params, batch, *, loss_fn, inner_lr, steps):
+def updates_copy_under_no_grad(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
         phi = {name: p.clone() for name, p in params.items()}
-        for _ in range(steps):
+        for _ in range(inner_steps):
             loss = query_loss(model, phi, support_x, support_y, loss_fn)
             grads = torch.autograd.grad(loss, list(phi.values()), create_graph=True)
             with torch.no_grad():
@@ -133,11 +133,11 @@ def detaches_the_loss(model, params, batch, **kwargs):
     return correct_loop(model, params, batch, **kwargs).detach()
 
 
-def wrong_sign(model, params, batch, *, loss_fn, inner_lr, steps):
+def wrong_sign(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
         phi = params
-        for _ in range(steps):
+        for _ in range(inner_steps):
             phi = inner_step(model, phi, support_x, support_y, loss_fn, inner_lr, sign=+1.0)
         losses.append(query_loss(model, phi, query_x, query_y, loss_fn))
     return torch.stack(losses).mean()
@@ -147,11 +147,11 @@ def sums_over_tasks(model, params, batch, **kwargs):
     return correct_loop(model, params, batch, **kwargs) * batch.num_tasks
 
 
-def one_adaptation_for_all_tasks(model, params, batch, *, loss_fn, inner_lr, steps):
+def one_adaptation_for_all_tasks(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     support_x = batch.support_x.reshape(-1, *batch.support_x.shape[2:])  # (T * K, 1)
     support_y = batch.support_y.reshape(-1, *batch.support_y.shape[2:])
     phi = params
-    for _ in range(steps):
+    for _ in range(inner_steps):
         phi = inner_step(model, phi, support_x, support_y, loss_fn, inner_lr)
     losses = [
         query_loss(model, phi, x, y, loss_fn) for x, y in zip(batch.query_x, batch.query_y, strict=True)
@@ -159,31 +159,31 @@ def one_adaptation_for_all_tasks(model, params, batch, *, loss_fn, inner_lr, ste
     return torch.stack(losses).mean()
 
 
-def continues_from_previous_task(model, params, batch, *, loss_fn, inner_lr, steps):
+def continues_from_previous_task(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses, phi = [], params
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        for _ in range(steps):
+        for _ in range(inner_steps):
             phi = inner_step(model, phi, support_x, support_y, loss_fn, inner_lr)
         losses.append(query_loss(model, phi, query_x, query_y, loss_fn))
     return torch.stack(losses).mean()
 
 
-def scores_theta(model, params, batch, *, loss_fn, inner_lr, steps):
+def scores_theta(model, params, batch, *, loss_fn, inner_lr, inner_steps):
     losses = []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
         phi = params
-        for _ in range(steps):
+        for _ in range(inner_steps):
             phi = inner_step(model, phi, support_x, support_y, loss_fn, inner_lr)
         losses.append(query_loss(model, params, query_x, query_y, loss_fn))
     return torch.stack(losses).mean()
 
 
-def always_one_step(model, params, batch, *, loss_fn, inner_lr, steps):
-    return correct_loop(model, params, batch, loss_fn=loss_fn, inner_lr=inner_lr, steps=1)
+def always_one_step(model, params, batch, *, loss_fn, inner_lr, inner_steps):
+    return correct_loop(model, params, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=1)
 
 
-def always_mse(model, params, batch, *, loss_fn, inner_lr, steps):
-    return correct_loop(model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=steps)
+def always_mse(model, params, batch, *, loss_fn, inner_lr, inner_steps):
+    return correct_loop(model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, inner_steps=inner_steps)
 
 
 def per_task_losses(model, params, batch, **kwargs):
@@ -225,7 +225,7 @@ def test_check_maml_loss_accepts_a_correct_function(fn):
         (one_adaptation_for_all_tasks, "share one adaptation"),
         (continues_from_previous_task, "previous task"),
         (scores_theta, "query loss of theta itself"),
-        (always_one_step, "whatever steps"),
+        (always_one_step, "whatever inner_steps"),
         (always_mse, "ignores loss_fn"),
         (per_task_losses, "one loss per task"),
         (returns_a_float, "got float"),
@@ -250,7 +250,9 @@ def test_the_mistakes_give_distinct_values_on_every_problem():
         model, batch = _problem(seed)
         params = {name: tensor.detach() for name, tensor in model.named_parameters()}
         values = dict(_mistakes(model, params, batch, loss_fn, steps))
-        values["correct"] = mb.maml_loss(model, params, batch, loss_fn=loss_fn, inner_lr=0.05, steps=steps)
+        values["correct"] = mb.maml_loss(
+            model, params, batch, loss_fn=loss_fn, inner_lr=0.05, inner_steps=steps
+        )
         numbers = sorted(float(value) for value in values.values())
         gaps = [(b - a) / abs(b) for a, b in zip(numbers[:-1], numbers[1:], strict=True)]
         assert min(gaps) > 1e-4, values

@@ -35,11 +35,11 @@ def networks() -> dict[str, nn.Module]:
     }
 
 
-def regression_batch(num_tasks=3, num_support=5, num_query=4, seed=0) -> mb.TaskBatch:
+def regression_batch(num_tasks=3, k_shot=5, n_query=4, seed=0) -> mb.TaskBatch:
     """Random regression tasks: inputs ``(T, K, 2)``, targets ``(T, K, 3)``."""
     generator = torch.Generator().manual_seed(seed)
-    x_support, x_query = (torch.randn(num_tasks, k, 2, generator=generator) for k in (num_support, num_query))
-    y_support, y_query = (torch.randn(num_tasks, k, 3, generator=generator) for k in (num_support, num_query))
+    x_support, x_query = (torch.randn(num_tasks, k, 2, generator=generator) for k in (k_shot, n_query))
+    y_support, y_query = (torch.randn(num_tasks, k, 3, generator=generator) for k in (k_shot, n_query))
     return mb.TaskBatch(*(t.double() for t in (x_support, y_support, x_query, y_query)))
 
 
@@ -61,7 +61,7 @@ def test_meta_gradient_equals_autograd(make_model, theta, name, steps, first_ord
     model = make_model(lambda: networks()[name])
     params = theta(model)
     (loss, grads), (expected_loss, expected_grads) = both_backends(
-        model, params, regression_batch(), inner_lr=0.1, steps=steps, first_order=first_order
+        model, params, regression_batch(), inner_lr=0.1, inner_steps=steps, first_order=first_order
     )
     torch.testing.assert_close(loss, expected_loss, **EXACT)
     for grad, expected in zip(grads, expected_grads, strict=True):
@@ -73,7 +73,7 @@ def test_rates_per_step_follow_each_step(make_model, theta, sine_batch):
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params = theta(model)
     (loss, grads), (expected_loss, expected_grads) = both_backends(
-        model, params, sine_batch(4, 5, 6), inner_lr=[0.2, 0.0, 0.05], steps=3
+        model, params, sine_batch(4, 5, 6), inner_lr=[0.2, 0.0, 0.05], inner_steps=3
     )
     torch.testing.assert_close(loss, expected_loss, **EXACT)
     for grad, expected in zip(grads, expected_grads, strict=True):
@@ -89,7 +89,9 @@ def test_second_derivative_equals_autograd(make_model, theta, sine_batch):
     ]
 
     def hessian_vector(backend):
-        loss = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, steps=2, backend=backend)
+        loss = mb.maml_loss(
+            model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, inner_steps=2, backend=backend
+        )
         grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
         return torch.autograd.grad(
             sum((g * v).sum() for g, v in zip(grads, direction, strict=True)), list(params.values())
@@ -106,7 +108,7 @@ def test_gradcheck_in_float64(make_model, sine_batch):
     def meta_loss(*tensors):
         params = dict(zip(names, tensors, strict=True))
         return mb.maml_loss(
-            model, params, batch, loss_fn=F.mse_loss, inner_lr=0.3, steps=2, backend="closed_form"
+            model, params, batch, loss_fn=F.mse_loss, inner_lr=0.3, inner_steps=2, backend="closed_form"
         )
 
     inputs = tuple(p.detach().clone().requires_grad_() for p in model.parameters())
@@ -119,7 +121,7 @@ def test_only_the_params_that_require_grad_get_one(make_model, sine_batch):
         name: p.detach().clone().requires_grad_(name.startswith("head"))
         for name, p in model.named_parameters()
     }
-    loss = mb.maml_loss(model, params, sine_batch(), loss_fn=F.mse_loss, inner_lr=0.1, steps=1)
+    loss = mb.maml_loss(model, params, sine_batch(), loss_fn=F.mse_loss, inner_lr=0.1, inner_steps=1)
     loss.backward()
     assert all((p.grad is not None) == name.startswith("head") for name, p in params.items())
 
@@ -129,10 +131,10 @@ def test_without_grad_the_loss_is_the_same(make_model, sine_batch):
     batch = sine_batch()
     with torch.no_grad():
         frozen = mb.maml_loss(
-            model, dict(model.named_parameters()), batch, loss_fn=F.mse_loss, inner_lr=0.1, steps=2
+            model, dict(model.named_parameters()), batch, loss_fn=F.mse_loss, inner_lr=0.1, inner_steps=2
         )
     tracked = mb.maml_loss(
-        model, dict(model.named_parameters()), batch, loss_fn=F.mse_loss, inner_lr=0.1, steps=2
+        model, dict(model.named_parameters()), batch, loss_fn=F.mse_loss, inner_lr=0.1, inner_steps=2
     )
     assert not frozen.requires_grad and tracked.requires_grad
     torch.testing.assert_close(frozen, tracked.detach(), **EXACT)
@@ -142,7 +144,12 @@ def test_a_diverging_inner_loop_is_diagnosed_by_task_and_step(make_model, sine_b
     model = make_model(lambda: MLP(1, (8, 8), 1))
     with pytest.raises(mb.NonFiniteLossError, match="step"):
         mb.maml_loss(
-            model, dict(model.named_parameters()), sine_batch(), loss_fn=F.mse_loss, inner_lr=1e6, steps=5
+            model,
+            dict(model.named_parameters()),
+            sine_batch(),
+            loss_fn=F.mse_loss,
+            inner_lr=1e6,
+            inner_steps=5,
         )
 
 
@@ -151,7 +158,7 @@ def test_torch_func_grad_differentiates_the_closed_form(make_model, sine_batch):
     params, batch = {n: p.detach() for n, p in model.named_parameters()}, sine_batch()
 
     def meta_loss(params):
-        return mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, steps=1)
+        return mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, inner_steps=1)
 
     grads = torch.func.grad(meta_loss)(params)
     leaves = {n: p.clone().requires_grad_() for n, p in params.items()}
@@ -162,7 +169,7 @@ def test_torch_func_grad_differentiates_the_closed_form(make_model, sine_batch):
 
 def problem(model, batch, loss_fn=F.mse_loss, inner_lr=0.1) -> mb.backends.Problem:
     params = dict(model.named_parameters())
-    loop = mb.InnerLoop.of(params, inner_lr=inner_lr, steps=1)
+    loop = mb.InnerLoop.of(params, inner_lr=inner_lr, inner_steps=1)
     return mb.backends.Problem(
         "maml_loss", model, params, loss_fn, loop, (batch.support_x, batch.query_x), batch
     )
@@ -233,7 +240,12 @@ def test_the_sinusoid_mlp_takes_the_closed_form(make_model, sine_batch, caplog):
     model = make_model(lambda: MLP(1))
     with caplog.at_level(logging.DEBUG, logger="mamlbook.backends"):
         loss = mb.maml_loss(
-            model, dict(model.named_parameters()), sine_batch(), loss_fn=F.mse_loss, inner_lr=0.1, steps=1
+            model,
+            dict(model.named_parameters()),
+            sine_batch(),
+            loss_fn=F.mse_loss,
+            inner_lr=0.1,
+            inner_steps=1,
         )
     assert type(loss.grad_fn).__name__ == "_ClosedFormMAMLBackward"
     assert "maml_loss: backend closed_form" in caplog.text

@@ -239,7 +239,7 @@ def test_task_losses_equal_a_loop_over_tasks(make_model, conv_batch, backend):
     x, y = conv_batch.support_x, conv_batch.support_y
 
     theta = dict(model.named_parameters())
-    loop = mb.InnerLoop.of(theta, inner_lr=0.4, steps=1)
+    loop = mb.InnerLoop.of(theta, inner_lr=0.4, inner_steps=1)
     problem = mb.backends.Problem("test", model, theta, F.cross_entropy, loop, (x,))
     vmapped = mb.backends.BACKENDS[backend].task_losses(problem, x, y, F.cross_entropy)(params)
     looped = torch.stack(
@@ -259,7 +259,7 @@ def test_second_order_inner_loop_through_conv4_gives_finite_meta_gradients(make_
     model = make_model(lambda: Conv4(hidden=16), dtype=torch.float32)
     params = dict(model.named_parameters())
     mb.maml_loss(
-        model, params, conv_batch, loss_fn=F.cross_entropy, inner_lr=0.4, steps=1, backend=backend
+        model, params, conv_batch, loss_fn=F.cross_entropy, inner_lr=0.4, inner_steps=1, backend=backend
     ).backward()
 
     for name, tensor in model.named_parameters():

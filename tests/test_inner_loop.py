@@ -19,58 +19,58 @@ def mlp(make_model):
 
 def test_the_three_forms_of_inner_lr_become_one_rate_per_step_and_parameter(mlp, theta):
     params = theta(mlp)
-    number = mb.InnerLoop.of(params, inner_lr=0.1, steps=2)
+    number = mb.InnerLoop.of(params, inner_lr=0.1, inner_steps=2)
     assert number.steps == 2 and number.adapted == tuple(params)
     assert all(rates == dict.fromkeys(params, 0.1) for rates in number.rates)
 
     per_parameter = {name: torch.full_like(tensor, 0.2) for name, tensor in params.items()}
-    learned = mb.InnerLoop.of(params, inner_lr=per_parameter, steps=3)
+    learned = mb.InnerLoop.of(params, inner_lr=per_parameter, inner_steps=3)
     assert len(learned.rates) == 3 and all(
         rates["head.bias"] is per_parameter["head.bias"] for rates in learned.rates
     )
 
     per_step = [{name: torch.tensor(rate) for name in params} for rate in (0.3, 0.0)]
-    stepped = mb.InnerLoop.of(params, inner_lr=per_step, steps=2)
+    stepped = mb.InnerLoop.of(params, inner_lr=per_step, inner_steps=2)
     assert [float(rates["head.weight"]) for rates in stepped.rates] == pytest.approx([0.3, 0.0])
 
 
 def test_adapt_only_selects_by_name_or_module_prefix(mlp, theta):
     params = theta(mlp)
-    loop = mb.InnerLoop.of(params, inner_lr=0.1, steps=1, adapt_only="head")
+    loop = mb.InnerLoop.of(params, inner_lr=0.1, inner_steps=1, adapt_only="head")
     assert loop.adapted == ("head.weight", "head.bias")
     assert set(loop.rates[0]) == {"head.weight", "head.bias"}
     assert loop.options() == set()
-    assert mb.InnerLoop.of(params, inner_lr=0.1, steps=1, first_order=True).options() == {"first_order"}
+    assert mb.InnerLoop.of(params, inner_lr=0.1, inner_steps=1, first_order=True).options() == {"first_order"}
 
 
 @pytest.mark.parametrize(
     ("changes", "error", "match"),
     [
         ({"first_order": "False"}, TypeError, "first_order must be a bool"),
-        ({"steps": 1.0}, TypeError, "steps must be an integer"),
-        ({"steps": -1}, ValueError, "steps must be >= 0"),
+        ({"inner_steps": 1.0}, TypeError, "inner_steps must be an integer"),
+        ({"inner_steps": -1}, ValueError, "inner_steps must be >= 0"),
         ({"inner_lr": float("nan")}, ValueError, "inner_lr must be a finite number >= 0"),
     ],
 )
 def test_bad_options_are_named(mlp, theta, changes, error, match):
     with pytest.raises(error, match=match):
-        mb.InnerLoop.of(theta(mlp), **{"inner_lr": 0.1, "steps": 1, **changes})
+        mb.InnerLoop.of(theta(mlp), **{"inner_lr": 0.1, "inner_steps": 1, **changes})
 
 
 def test_an_inner_loop_is_given_alone_or_not_at_all(mlp, theta, sine_batch):
     params, batch = theta(mlp), sine_batch()
-    loop = mb.InnerLoop.of(params, inner_lr=0.1, steps=1)
+    loop = mb.InnerLoop.of(params, inner_lr=0.1, inner_steps=1)
     with pytest.raises(TypeError, match="give inner_loop alone"):
-        mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_loop=loop, steps=1)
-    with pytest.raises(TypeError, match="give inner_lr and steps, or an inner_loop"):
+        mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_loop=loop, inner_steps=1)
+    with pytest.raises(TypeError, match="give inner_lr and inner_steps, or an inner_loop"):
         mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.1)
     with pytest.raises(TypeError, match="inner_loop must be a mamlbook.InnerLoop"):
-        mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_loop={"steps": 1})
+        mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_loop={"inner_steps": 1})
 
 
 def test_an_inner_loop_of_another_model_is_refused(make_model, mlp, theta, sine_batch):
     other = make_model(lambda: MLP(1, (4, 4), 1))
-    loop = mb.InnerLoop.of(theta(other), inner_lr=0.1, steps=1, adapt_only="body.2")
+    loop = mb.InnerLoop.of(theta(other), inner_lr=0.1, inner_steps=1, adapt_only="body.2")
     with pytest.raises(ValueError, match=r"inner_loop adapts \['body.2.weight', 'body.2.bias'\]"):
         mb.maml_loss(mlp, theta(mlp), sine_batch(), loss_fn=F.mse_loss, inner_loop=loop)
     others = theta(other)
@@ -87,7 +87,7 @@ def test_an_inner_loop_of_another_model_is_refused(make_model, mlp, theta, sine_
 
 def test_inner_loop_gives_the_same_numbers_as_its_options(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
-    options = {"inner_lr": 0.05, "steps": 2, "first_order": True, "adapt_only": "head"}
+    options = {"inner_lr": 0.05, "inner_steps": 2, "first_order": True, "adapt_only": "head"}
     loop = mb.InnerLoop.of(params, **options)
     by_value = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_loop=loop, backend=backend)
     by_options = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, **options, backend=backend)
@@ -111,14 +111,14 @@ def test_the_history_records_the_inner_loop_to_evaluate_with(make_model, learned
     batch = mb.tasks.Sinusoid().sample(3, generator=torch.Generator().manual_seed(0))
     recorded = mb.evaluate(model, params, batch, loss_fn=F.mse_loss, inner_loop=history.inner_loop)
     spelled_out = mb.evaluate(
-        model, params, batch, loss_fn=F.mse_loss, inner_lr=history.inner_lr, steps=2, adapt_only="head"
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=history.inner_lr, inner_steps=2, adapt_only="head"
     )
     torch.testing.assert_close(recorded.per_task, spelled_out.per_task, atol=0, rtol=0)
 
 
 def test_adaptation_yields_every_step_with_the_losses_it_started_from(mlp, theta, sine_batch):
     params, batch = theta(mlp), sine_batch(num_tasks=3)
-    loop = mb.InnerLoop.of(params, inner_lr=0.1, steps=3)
+    loop = mb.InnerLoop.of(params, inner_lr=0.1, inner_steps=3)
 
     def one_task(task_params, x, y):
         return F.mse_loss(torch.func.functional_call(mlp, task_params, (x,)), y)
@@ -143,5 +143,5 @@ def test_a_diverging_task_is_named_with_its_step(mlp, theta, sine_batch):
     message = r"support loss of task 1 became non-finite at inner step \d of 3 .*inner_lr=10.0"
     with pytest.raises(mb.NonFiniteLossError, match=message):
         mb.adapt_tasks(
-            mlp, theta(mlp), batch.support_x, support_y, loss_fn=F.mse_loss, inner_lr=10.0, steps=3
+            mlp, theta(mlp), batch.support_x, support_y, loss_fn=F.mse_loss, inner_lr=10.0, inner_steps=3
         )

@@ -48,7 +48,7 @@ def conv_net() -> nn.Module:
     return nn.Sequential(nn.Conv1d(2, 3, kernel_size=3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4, 3))
 
 
-def conv_batch(num_tasks=3, num_support=4, num_query=5, seed=0) -> mb.TaskBatch:
+def conv_batch(num_tasks=3, k_shot=4, n_query=5, seed=0) -> mb.TaskBatch:
     """Random signals ``(T, K, 2, 6)`` with integer class labels ``(T, K)``."""
     generator = torch.Generator().manual_seed(seed)
 
@@ -58,7 +58,7 @@ def conv_batch(num_tasks=3, num_support=4, num_query=5, seed=0) -> mb.TaskBatch:
     def labels(num):
         return torch.randint(0, 3, (num_tasks, num), generator=generator)
 
-    return mb.TaskBatch(signals(num_support), labels(num_support), signals(num_query), labels(num_query))
+    return mb.TaskBatch(signals(k_shot), labels(k_shot), signals(n_query), labels(n_query))
 
 
 @pytest.fixture(params=["mlp", "conv"])
@@ -73,7 +73,7 @@ def problem(request, make_model, sine_batch):
 def test_maml_loss_meta_gradient_equals_per_task_loop(problem, theta, steps, backend):
     model, batch, loss_fn, inner_lr = problem
     params = theta(model)
-    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": steps}
+    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "inner_steps": steps}
 
     loss, grad = vectorised_maml(model, params, batch, **kwargs, backend=backend)
     expected_loss, expected_grad = reference_maml(model, params, batch, **kwargs)
@@ -87,7 +87,7 @@ def test_maml_loss_meta_gradient_equals_per_task_loop(problem, theta, steps, bac
 def test_first_order_equals_loop_with_detached_inner_gradients(problem, theta, steps, backend):
     model, batch, loss_fn, inner_lr = problem
     params = theta(model)
-    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": steps}
+    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "inner_steps": steps}
 
     loss, grad = vectorised_maml(model, params, batch, first_order=True, **kwargs, backend=backend)
     expected_loss, expected_grad = reference_maml(model, params, batch, first_order=True, **kwargs)
@@ -100,7 +100,7 @@ def test_first_order_equals_loop_with_detached_inner_gradients(problem, theta, s
 def test_first_order_differs_from_second_order(problem, theta, steps, backend):
     model, batch, loss_fn, inner_lr = problem
     params = theta(model)
-    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": steps}
+    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "inner_steps": steps}
 
     first_loss, first_grad = vectorised_maml(
         model, params, batch, first_order=True, **kwargs, backend=backend
@@ -120,11 +120,11 @@ def test_meta_gradient_equals_finite_differences(make_model, sine_batch, theta, 
 
     def meta_loss(point):
         return mb.maml_loss(
-            model, point, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=steps, backend=backend
+            model, point, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=steps, backend=backend
         )
 
     _, grad = vectorised_maml(
-        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=steps, backend=backend
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=steps, backend=backend
     )
     numerical = finite_difference_grad(meta_loss, params)
 
@@ -162,23 +162,23 @@ def augmented(x: torch.Tensor) -> torch.Tensor:
 def linear_problem(steps, seed=0):
     """A linear model ``MLP(3, (), 1)`` and four random regression tasks, float64."""
     generator = torch.Generator().manual_seed(seed)
-    d, num_tasks, num_support, num_query = 3, 4, 6, 7
+    d, num_tasks, k_shot, n_query = 3, 4, 6, 7
 
     def randn(*shape):
         return torch.randn(*shape, generator=generator, dtype=torch.float64)
 
     batch = mb.TaskBatch(
-        randn(num_tasks, num_support, d),
-        randn(num_tasks, num_support, 1),
-        randn(num_tasks, num_query, d),
-        randn(num_tasks, num_query, 1),
+        randn(num_tasks, k_shot, d),
+        randn(num_tasks, k_shot, 1),
+        randn(num_tasks, n_query, d),
+        randn(num_tasks, n_query, 1),
     )
     model = MLP(d, (), 1).double()
     params = {"head.weight": randn(1, d).requires_grad_(), "head.bias": randn(1).requires_grad_()}
     return model, params, batch
 
 
-def closed_form_linear_maml(params, batch, *, inner_lr, steps):
+def closed_form_linear_maml(params, batch, *, inner_lr, inner_steps):
     """Means over tasks of (I - alpha H_s)^n grad L_q(theta_n) and of grad L_q(theta_n), by linear algebra."""
     theta = torch.cat([params["head.weight"].detach().reshape(-1), params["head.bias"].detach()])  # (d + 1,)
     identity = torch.eye(len(theta), dtype=theta.dtype)
@@ -188,10 +188,10 @@ def closed_form_linear_maml(params, batch, *, inner_lr, steps):
         x_q, y_q = augmented(query_x), query_y[:, 0]  # (Q, d + 1), (Q,)
         hessian = (2 / len(x_s)) * x_s.T @ x_s
         theta_n = theta
-        for _ in range(steps):
+        for _ in range(inner_steps):
             theta_n = theta_n - inner_lr * (2 / len(x_s)) * x_s.T @ (x_s @ theta_n - y_s)
         query_grad = (2 / len(x_q)) * x_q.T @ (x_q @ theta_n - y_q)
-        second_order += torch.linalg.matrix_power(identity - inner_lr * hessian, steps) @ query_grad
+        second_order += torch.linalg.matrix_power(identity - inner_lr * hessian, inner_steps) @ query_grad
         first_order += query_grad
     num_tasks = batch.num_tasks
     return second_order / num_tasks, first_order / num_tasks
@@ -220,10 +220,12 @@ def test_linear_model_meta_gradient_equals_closed_form(steps, backend):
     """
     model, params, batch = linear_problem(steps)
     inner_lr = 0.1
-    expected_second, expected_first = closed_form_linear_maml(params, batch, inner_lr=inner_lr, steps=steps)
+    expected_second, expected_first = closed_form_linear_maml(
+        params, batch, inner_lr=inner_lr, inner_steps=steps
+    )
 
     _, second = vectorised_maml(
-        model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=steps, backend=backend
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, inner_steps=steps, backend=backend
     )
     _, first = vectorised_maml(
         model,
@@ -231,7 +233,7 @@ def test_linear_model_meta_gradient_equals_closed_form(steps, backend):
         batch,
         loss_fn=F.mse_loss,
         inner_lr=inner_lr,
-        steps=steps,
+        inner_steps=steps,
         first_order=True,
         backend=backend,
     )
@@ -247,7 +249,14 @@ def test_zero_steps_leave_params_unchanged(make_model, sine_batch, theta, backen
     support_x, support_y, _, _ = sine_batch()
 
     adapted = mb.adapt(
-        model, params, support_x[0], support_y[0], loss_fn=F.mse_loss, inner_lr=0.1, steps=0, backend=backend
+        model,
+        params,
+        support_x[0],
+        support_y[0],
+        loss_fn=F.mse_loss,
+        inner_lr=0.1,
+        inner_steps=0,
+        backend=backend,
     )
 
     assert adapted.keys() == params.keys()
@@ -259,7 +268,9 @@ def test_zero_steps_meta_loss_is_the_plain_query_loss(make_model, sine_batch, th
     params = theta(model)
     batch = sine_batch()
 
-    meta_loss = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, steps=0, backend=backend)
+    meta_loss = mb.maml_loss(
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.1, inner_steps=0, backend=backend
+    )
     query_loss = torch.stack(
         [
             F.mse_loss(functional_call(model, params, (x,)), y)
@@ -280,10 +291,10 @@ def test_zero_inner_lr_is_the_same_as_zero_steps(make_model, sine_batch, theta, 
     batch = sine_batch()
 
     _, no_lr = vectorised_maml(
-        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.0, steps=3, backend=backend
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.0, inner_steps=3, backend=backend
     )
     _, no_steps = vectorised_maml(
-        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.5, steps=0, backend=backend
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.5, inner_steps=0, backend=backend
     )
 
     assert_params_close(no_lr, no_steps, **EXACT)
@@ -297,13 +308,20 @@ def test_adapt_on_one_task_equals_per_task_loop(problem, theta, steps, backend):
     support_x, support_y, query_x, query_y = (tensor[0] for tensor in one_task)
 
     adapted = mb.adapt(
-        model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps, backend=backend
+        model,
+        params,
+        support_x,
+        support_y,
+        loss_fn=loss_fn,
+        inner_lr=inner_lr,
+        inner_steps=steps,
+        backend=backend,
     )
     query_loss = loss_fn(functional_call(model, adapted, (query_x,)), query_y)
     grad = dict(zip(params, torch.autograd.grad(query_loss, list(params.values())), strict=True))
 
     expected_loss, expected_grad = reference_maml(
-        model, params, one_task, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps
+        model, params, one_task, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=steps
     )
     torch.testing.assert_close(query_loss.detach(), expected_loss, **EXACT)
     assert_params_close(grad, expected_grad, **EXACT)
@@ -317,7 +335,14 @@ def test_adapt_values_follow_plain_sgd(make_model, sine_batch, theta, backend):
     inner_lr = 0.05
 
     adapted = mb.adapt(
-        model, params, support_x, support_y, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=2, backend=backend
+        model,
+        params,
+        support_x,
+        support_y,
+        loss_fn=F.mse_loss,
+        inner_lr=inner_lr,
+        inner_steps=2,
+        backend=backend,
     )
 
     phi = params
@@ -334,7 +359,7 @@ def test_adapt_values_follow_plain_sgd(make_model, sine_batch, theta, backend):
 
 def test_backward_puts_meta_gradient_on_model_parameters(problem, theta, backend):
     model, batch, loss_fn, inner_lr = problem
-    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": 2}
+    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "inner_steps": 2}
     _, expected_grad = reference_maml(model, theta(model), batch, **kwargs)
 
     model.zero_grad(set_to_none=True)
@@ -347,7 +372,7 @@ def test_meta_loss_is_the_mean_of_single_task_meta_losses(make_model, sine_batch
     model = make_model(lambda: MLP(1, (8, 8), 1))
     params = theta(model)
     batch = sine_batch(4)
-    kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "steps": 2}
+    kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "inner_steps": 2}
 
     whole = mb.maml_loss(model, params, batch, **kwargs, backend=backend)
     single = [
@@ -362,7 +387,7 @@ def test_inner_loop_adapts_per_task_params_made_under_no_grad(make_model, sine_b
     model = make_model(lambda: mb.models.MLP(1, (8,), 1))
     params = dict(model.named_parameters())
     batch = sine_batch(num_tasks=3)
-    loop = mb.InnerLoop.of(params, inner_lr=0.1, steps=2, first_order=True)
+    loop = mb.InnerLoop.of(params, inner_lr=0.1, inner_steps=2, first_order=True)
     support_losses = mb.backends.Autograd().task_losses(
         mb.backends.Problem("test", model, params, F.mse_loss, loop, (batch.support_x,)),
         batch.support_x,

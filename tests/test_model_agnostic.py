@@ -138,7 +138,13 @@ def supervised_oracle(
 ) -> Callable[[bool], torch.Tensor]:
     def oracle(first_order: bool) -> torch.Tensor:
         return mb.reference.maml_loss(
-            model, params, batch, loss_fn=F.mse_loss, inner_lr=INNER_LR, steps=STEPS, first_order=first_order
+            model,
+            params,
+            batch,
+            loss_fn=F.mse_loss,
+            inner_lr=INNER_LR,
+            inner_steps=STEPS,
+            first_order=first_order,
         )
 
     return oracle
@@ -156,7 +162,7 @@ def test_recurrent_model_runs_its_tasks_one_at_a_time_with_a_warning(make_model,
                 batch,
                 loss_fn=F.mse_loss,
                 inner_lr=INNER_LR,
-                steps=STEPS,
+                inner_steps=STEPS,
                 first_order=first_order,
             )
         assert len(caught) == 1  # once per call: the query losses do not try vmap again
@@ -176,7 +182,7 @@ def test_recurrent_model_on_the_loop_backend_equals_reference(make_model, theta)
             batch,
             loss_fn=F.mse_loss,
             inner_lr=INNER_LR,
-            steps=STEPS,
+            inner_steps=STEPS,
             first_order=first_order,
             backend="loop",
         )
@@ -191,7 +197,13 @@ def test_attention_model_with_layer_norm_equals_reference(make_model, theta, att
 
     def meta_loss(first_order):
         return mb.maml_loss(
-            model, params, batch, loss_fn=F.mse_loss, inner_lr=INNER_LR, steps=STEPS, first_order=first_order
+            model,
+            params,
+            batch,
+            loss_fn=F.mse_loss,
+            inner_lr=INNER_LR,
+            inner_steps=STEPS,
+            first_order=first_order,
         )
 
     # The CPU's flash attention kernel has no second derivative: nn.MultiheadAttention
@@ -206,7 +218,13 @@ def test_residual_model_equals_reference(make_model, theta):
 
     def meta_loss(first_order):
         return mb.maml_loss(
-            model, params, batch, loss_fn=F.mse_loss, inner_lr=INNER_LR, steps=STEPS, first_order=first_order
+            model,
+            params,
+            batch,
+            loss_fn=F.mse_loss,
+            inner_lr=INNER_LR,
+            inner_steps=STEPS,
+            first_order=first_order,
         )
 
     assert_matches_oracle_in_both_orders(meta_loss, supervised_oracle(model, params, batch), params)
@@ -264,7 +282,7 @@ def test_policy_gradient_surrogate_equals_loop_by_hand(make_model, theta, task_l
         return policy_gradient_surrogate(policy, task_params, states, actions, advantages)
 
     def meta_loss(first_order):
-        loop = mb.InnerLoop.of(params, inner_lr=INNER_LR, steps=STEPS, first_order=first_order)
+        loop = mb.InnerLoop.of(params, inner_lr=INNER_LR, inner_steps=STEPS, first_order=first_order)
         return mb.meta.meta_objective(
             params, task_losses(one_task, *support), task_losses(one_task, *query), loop, num_tasks=NUM_TASKS
         )

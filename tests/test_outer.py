@@ -84,7 +84,7 @@ def test_meta_train_takes_the_steps_of_torch_adam():
     """meta_train with OuterAdam trains the sinusoid MLP (and Meta-SGD's rates) to the same
     bits as maml_loss, backward and torch.optim.Adam on the same batches."""
     config = mb.MetaTrainConfig(iterations=30, meta_batch_size=4, seed=5, learned_inner_lr="per_parameter")
-    sample = functools.partial(mb.tasks.Sinusoid().sample, num_support=5, num_query=5)
+    sample = functools.partial(mb.tasks.Sinusoid().sample, k_shot=5, n_query=5)
     torch.manual_seed(0)
     model = mb.models.MLP(1)
     reference = mb.models.MLP(1)
@@ -99,7 +99,7 @@ def test_meta_train_takes_the_steps_of_torch_adam():
     generator = torch.Generator().manual_seed(config.seed)
     for _ in range(config.iterations):
         batch = sample(config.meta_batch_size, generator=generator)
-        loss = mb.maml_loss(reference, params, batch, loss_fn=F.mse_loss, inner_lr=rates, steps=1)
+        loss = mb.maml_loss(reference, params, batch, loss_fn=F.mse_loss, inner_lr=rates, inner_steps=1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

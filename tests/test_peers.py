@@ -76,7 +76,7 @@ def peer_meta_gradient(meta_loss, model, batch) -> list[torch.Tensor]:
 @pytest.mark.parametrize("problem", list(PROBLEMS))
 def test_peer_meta_gradient_equals_maml_loss(peer, problem, steps, make_model):
     model, batch, loss_fn, inner_lr = PROBLEMS[problem](make_model)
-    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": steps}
+    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "inner_steps": steps}
     expected = package_meta_gradient(model, batch, **kwargs)
     theta = list(model.parameters())
 
@@ -90,7 +90,7 @@ def test_peer_meta_gradient_equals_maml_loss(peer, problem, steps, make_model):
 def test_peer_meta_loss_follows_an_outer_optimizer(peer, make_model):
     """Built once, the peer's meta-loss reads theta as an outer Adam step leaves it."""
     model, batch, loss_fn, inner_lr = sinusoid_problem(make_model)
-    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "steps": 1}
+    kwargs = {"loss_fn": loss_fn, "inner_lr": inner_lr, "inner_steps": 1}
     meta_loss = peers.make_peer_meta_loss(peer, model, **kwargs)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     for _ in range(2):
@@ -112,7 +112,7 @@ def test_peer_versions_name_every_peer():
 
 def test_unknown_peer_is_a_value_error_listing_the_peers():
     with pytest.raises(ValueError, match="higher, torchopt, learn2learn"):
-        peers.make_peer_meta_loss("jax", mb.models.MLP(1), loss_fn=F.mse_loss, inner_lr=0.01, steps=1)
+        peers.make_peer_meta_loss("jax", mb.models.MLP(1), loss_fn=F.mse_loss, inner_lr=0.01, inner_steps=1)
     with pytest.raises(ValueError, match="name must be one of"):
         peers.peer_unavailable_reason("jax")
 
@@ -120,14 +120,16 @@ def test_unknown_peer_is_a_value_error_listing_the_peers():
 def test_unavailable_peer_raises_with_the_reason(monkeypatch):
     monkeypatch.setattr(peers, "_import_peer", lambda name: (None, "no module named x"))
     with pytest.raises(ImportError, match="'higher' is not available: no module named x"):
-        peers.make_peer_meta_loss("higher", mb.models.MLP(1), loss_fn=F.mse_loss, inner_lr=0.01, steps=1)
+        peers.make_peer_meta_loss(
+            "higher", mb.models.MLP(1), loss_fn=F.mse_loss, inner_lr=0.01, inner_steps=1
+        )
 
 
 def test_bad_arguments_are_named():
     mlp = mb.models.MLP(1)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
-        peers.make_peer_meta_loss("higher", object(), loss_fn=F.mse_loss, inner_lr=0.01, steps=1)
-    with pytest.raises(ValueError, match="steps must be >= 0"):
-        peers.make_peer_meta_loss("higher", mlp, loss_fn=F.mse_loss, inner_lr=0.01, steps=-1)
+        peers.make_peer_meta_loss("higher", object(), loss_fn=F.mse_loss, inner_lr=0.01, inner_steps=1)
+    with pytest.raises(ValueError, match="inner_steps must be >= 0"):
+        peers.make_peer_meta_loss("higher", mlp, loss_fn=F.mse_loss, inner_lr=0.01, inner_steps=-1)
     with pytest.raises(ValueError, match="inner_lr must be a finite number"):
-        peers.make_peer_meta_loss("higher", mlp, loss_fn=F.mse_loss, inner_lr=float("nan"), steps=1)
+        peers.make_peer_meta_loss("higher", mlp, loss_fn=F.mse_loss, inner_lr=float("nan"), inner_steps=1)

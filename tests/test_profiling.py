@@ -48,7 +48,7 @@ def test_peak_saved_bytes_leaves_the_gradient_unchanged(make_model, sine_batch):
     params = dict(model.named_parameters())
 
     def meta_gradient():
-        loss = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=3)
+        loss = mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=3)
         return torch.autograd.grad(loss, list(params.values()))
 
     expected, measured = meta_gradient(), []
@@ -60,14 +60,14 @@ def test_peak_saved_bytes_leaves_the_gradient_unchanged(make_model, sine_batch):
 def saved_bytes_by_steps(algorithm, model, batch, steps=(1, 2, 5, 10)):
     return [
         peak_saved_bytes(
-            meta_iteration(algorithm, model, batch, loss_fn=F.mse_loss, inner_lr=0.01, steps=count)
+            meta_iteration(algorithm, model, batch, loss_fn=F.mse_loss, inner_lr=0.01, inner_steps=count)
         )
         for count in steps
     ]
 
 
 def test_second_order_memory_grows_linearly_with_inner_steps(make_model, sine_batch):
-    model, batch = make_model(lambda: MLP(1, (16, 16))), sine_batch(num_tasks=5, num_support=10)
+    model, batch = make_model(lambda: MLP(1, (16, 16))), sine_batch(num_tasks=5, k_shot=10)
     one, two, five, ten = saved_bytes_by_steps("MAML", model, batch)
     assert one < two < five < ten
     assert five - two == 3 * (two - one)  # the same bytes for every differentiable step
@@ -76,7 +76,7 @@ def test_second_order_memory_grows_linearly_with_inner_steps(make_model, sine_ba
 
 @pytest.mark.parametrize("algorithm", ["FOMAML", "Reptile"])
 def test_first_order_memory_does_not_grow_after_the_second_step(make_model, sine_batch, algorithm):
-    model, batch = make_model(lambda: MLP(1, (16, 16))), sine_batch(num_tasks=5, num_support=10)
+    model, batch = make_model(lambda: MLP(1, (16, 16))), sine_batch(num_tasks=5, k_shot=10)
     one, two, five, ten = saved_bytes_by_steps(algorithm, model, batch)
     assert two == five == ten
     assert ten < saved_bytes_by_steps("MAML", model, batch, steps=(2,))[0]  # below second order at 2 steps
@@ -86,14 +86,19 @@ def test_meta_iteration_changes_its_own_copy_of_the_params_only(make_model, sine
     model, batch = make_model(lambda: MLP(1, (8,))), sine_batch()
     before = {name: tensor.detach().clone() for name, tensor in model.named_parameters()}
     for algorithm in ALGORITHMS:
-        meta_iteration(algorithm, model, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=2)()
+        meta_iteration(algorithm, model, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2)()
     assert all(torch.equal(tensor, before[name]) for name, tensor in model.named_parameters())
 
 
 def test_meta_iteration_rejects_an_unknown_algorithm(make_model, sine_batch):
     with pytest.raises(ValueError, match="algorithm must be one of"):
         meta_iteration(
-            "ANIL", make_model(lambda: MLP(1, (8,))), sine_batch(), loss_fn=F.mse_loss, inner_lr=0.1, steps=1
+            "ANIL",
+            make_model(lambda: MLP(1, (8,))),
+            sine_batch(),
+            loss_fn=F.mse_loss,
+            inner_lr=0.1,
+            inner_steps=1,
         )
 
 
@@ -145,9 +150,9 @@ def test_peak_cuda_bytes_rejects_a_cpu_device():
 def test_measure_costs_gives_one_row_per_algorithm_and_steps(make_model, sine_batch):
     model, batch = make_model(lambda: MLP(1, (8,))), sine_batch()
     costs = mb.profiling.measure_costs(
-        model, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=(1, 3), repeats=1, warmup=0
+        model, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=(1, 3), repeats=1, warmup=0
     )
-    assert [(cost.algorithm, cost.steps) for cost in costs] == [
+    assert [(cost.algorithm, cost.inner_steps) for cost in costs] == [
         (algorithm, steps) for algorithm in ALGORITHMS for steps in (1, 3)
     ]
     assert all(cost.cuda_bytes is None and cost.saved_bytes > 0 for cost in costs)
@@ -160,7 +165,7 @@ def test_measure_costs_gives_one_row_per_algorithm_and_steps(make_model, sine_ba
     ("kwargs", "error", "match"),
     [
         ({"algorithms": ("MAML", "iMAML")}, ValueError, "unknown \\['iMAML'\\]"),
-        ({"steps": (0, 1)}, ValueError, "steps must be >= 1"),
+        ({"inner_steps": (0, 1)}, ValueError, "inner_steps must be >= 1"),
     ],
 )
 def test_measure_costs_rejects_bad_arguments(make_model, sine_batch, kwargs, error, match):

@@ -27,7 +27,7 @@ def test_the_paper_presets_hold_the_papers_settings():
         32,
         0.4,
     )
-    assert (omniglot.n_way, omniglot.k_shot, omniglot.n_query, omniglot.test_steps) == (5, 1, 1, 3)
+    assert (omniglot.n_way, omniglot.k_shot, omniglot.n_query, omniglot.eval_steps) == (5, 1, 1, 3)
 
 
 @pytest.fixture
@@ -35,12 +35,12 @@ def tiny_presets(monkeypatch):
     tiny = dataclasses.replace(MetaTrainConfig.sinusoid_paper(), iterations=5, meta_batch_size=4)
     settings = dict(reproduce.SETTINGS)
     settings["sinusoid", "quick"] = reproduce.SinusoidSettings(
-        tiny, train_shots=5, num_query=5, pretrain_iterations=5, eval_tasks=20
+        tiny, train_shots=5, n_query=5, pretrain_iterations=5, eval_tasks=20
     )
     settings["omniglot", "quick"] = reproduce.OmniglotSettings(
         dataclasses.replace(MetaTrainConfig.omniglot_paper(5), iterations=2, meta_batch_size=2),
         n_query=2,
-        test_steps=2,
+        eval_steps=2,
         eval_tasks=10,
     )
     monkeypatch.setattr(reproduce, "SETTINGS", settings)

@@ -44,16 +44,25 @@ def test_one_inner_step_reptile_is_a_gradient_step_on_the_mean_support_loss(make
 
     params = copy_params(model)
     reptile_step(
-        model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=1, outer_step_size=epsilon
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, inner_steps=1, outer_step_size=epsilon
     )
     for name in expected:
         torch.testing.assert_close(params[name], expected[name], **EXACT)
 
 
-def loop_reptile(model, theta, batch, *, inner_lr, steps, epsilon):
+def loop_reptile(model, theta, batch, *, inner_lr, inner_steps, epsilon):
     """Reptile by a loop over tasks with ``mb.adapt``, each task adapted from the same theta."""
     adapted = [
-        mb.adapt(model, theta, x, y, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=steps, first_order=True)
+        mb.adapt(
+            model,
+            theta,
+            x,
+            y,
+            loss_fn=F.mse_loss,
+            inner_lr=inner_lr,
+            inner_steps=inner_steps,
+            first_order=True,
+        )
         for x, y in zip(batch.support_x, batch.support_y, strict=True)
     ]
     return {
@@ -65,9 +74,11 @@ def loop_reptile(model, theta, batch, *, inner_lr, steps, epsilon):
 @pytest.mark.parametrize("steps", [1, 3])
 def test_vectorised_reptile_step_equals_a_loop_over_tasks(make_model, sine_batch, steps):
     model, batch = make_model(lambda: MLP(1, (8, 8))), sine_batch(num_tasks=5)
-    expected = loop_reptile(model, copy_params(model), batch, inner_lr=0.05, steps=steps, epsilon=0.4)
+    expected = loop_reptile(model, copy_params(model), batch, inner_lr=0.05, inner_steps=steps, epsilon=0.4)
     params = copy_params(model)
-    reptile_step(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=steps, outer_step_size=0.4)
+    reptile_step(
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=steps, outer_step_size=0.4
+    )
     for name in expected:
         torch.testing.assert_close(params[name], expected[name], **EXACT)
 
@@ -80,7 +91,7 @@ def test_reptile_step_returns_the_mean_query_loss_of_the_adapted_params(make_mod
             F.mse_loss(functional_call(model, phi, (x,)), y)
             for phi, x, y in zip(
                 [
-                    mb.adapt(model, theta, sx, sy, loss_fn=F.mse_loss, inner_lr=0.05, steps=2)
+                    mb.adapt(model, theta, sx, sy, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2)
                     for sx, sy in zip(batch.support_x, batch.support_y, strict=True)
                 ],
                 batch.query_x,
@@ -89,7 +100,9 @@ def test_reptile_step_returns_the_mean_query_loss_of_the_adapted_params(make_mod
             )
         ]
     ).mean()
-    loss = reptile_step(model, theta, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=2, outer_step_size=1.0)
+    loss = reptile_step(
+        model, theta, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2, outer_step_size=1.0
+    )
     assert not loss.requires_grad
     torch.testing.assert_close(loss, expected, **EXACT)
 
@@ -102,9 +115,9 @@ def test_include_query_adapts_on_support_and_query_together(make_model, sine_bat
         batch.query_x,
         batch.query_y,
     )
-    expected = loop_reptile(model, copy_params(model), together, inner_lr=0.05, steps=2, epsilon=0.5)
+    expected = loop_reptile(model, copy_params(model), together, inner_lr=0.05, inner_steps=2, epsilon=0.5)
     params = copy_params(model)
-    settings = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "steps": 2, "outer_step_size": 0.5}
+    settings = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "inner_steps": 2, "outer_step_size": 0.5}
     reptile_step(model, params, batch, include_query=True, **settings)
     for name in expected:
         torch.testing.assert_close(params[name], expected[name], **EXACT)
@@ -114,7 +127,7 @@ def test_reptile_step_updates_the_model_parameters_in_place(make_model, sine_bat
     model, batch = make_model(lambda: MLP(1, (8,))), sine_batch()
     params = dict(model.named_parameters())
     before = copy_params(model)
-    reptile_step(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=2, outer_step_size=1.0)
+    reptile_step(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2, outer_step_size=1.0)
     assert all(params[name] is tensor for name, tensor in model.named_parameters())
     assert all(tensor.requires_grad and tensor.grad is None for tensor in params.values())
     assert any(not torch.equal(params[name], before[name]) for name in before)
@@ -123,8 +136,8 @@ def test_reptile_step_updates_the_model_parameters_in_place(make_model, sine_bat
 @pytest.mark.parametrize(
     ("changes", "error", "match"),
     [
-        ({"steps": 0}, ValueError, "steps must be >= 1"),
-        ({"steps": 1.5}, TypeError, "steps must be an integer"),
+        ({"inner_steps": 0}, ValueError, "inner_steps must be >= 1"),
+        ({"inner_steps": 1.5}, TypeError, "inner_steps must be an integer"),
         ({"outer_step_size": 0.0}, ValueError, "outer_step_size must be a finite number > 0"),
         ({"outer_step_size": float("nan")}, ValueError, "outer_step_size must be a finite number > 0"),
         ({"inner_lr": -0.1}, ValueError, "inner_lr must be a finite number >= 0"),
@@ -133,7 +146,7 @@ def test_reptile_step_updates_the_model_parameters_in_place(make_model, sine_bat
 )
 def test_reptile_step_rejects_bad_arguments(make_model, sine_batch, changes, error, match):
     model, batch = make_model(lambda: MLP(1, (8,))), sine_batch()
-    settings = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "steps": 2, "outer_step_size": 1.0} | changes
+    settings = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "inner_steps": 2, "outer_step_size": 1.0} | changes
     with pytest.raises(error, match=match):
         reptile_step(model, copy_params(model), batch, **settings)
 
@@ -143,18 +156,22 @@ def test_reptile_step_rejects_params_that_do_not_match_the_model(make_model, sin
     params = copy_params(model)
     del params["head.bias"]
     with pytest.raises(ValueError, match="missing \\['head.bias'\\]"):
-        reptile_step(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=1, outer_step_size=1.0)
+        reptile_step(
+            model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=1, outer_step_size=1.0
+        )
 
 
 def test_reptile_step_names_a_diverging_inner_step(make_model, sine_batch):
     model, batch = make_model(lambda: MLP(1, (8,))), sine_batch()
     params = copy_params(model)
     with pytest.raises(mb.NonFiniteLossError, match="try a smaller inner_lr"):
-        reptile_step(model, params, batch, loss_fn=F.mse_loss, inner_lr=1e6, steps=5, outer_step_size=1.0)
+        reptile_step(
+            model, params, batch, loss_fn=F.mse_loss, inner_lr=1e6, inner_steps=5, outer_step_size=1.0
+        )
 
 
 def sinusoid_sampler():
-    return functools.partial(mb.tasks.Sinusoid().sample, num_support=5, num_query=5)
+    return functools.partial(mb.tasks.Sinusoid().sample, k_shot=5, n_query=5)
 
 
 def test_reptile_train_is_reproducible_and_returns_a_history(make_model):
@@ -181,7 +198,9 @@ def test_reptile_train_takes_the_steps_of_reptile_step(make_model):
     params, generator = dict(stepped.named_parameters()), torch.Generator().manual_seed(config.seed)
     for _ in range(config.iterations):
         batch = sinusoid_sampler()(config.meta_batch_size, generator=generator)
-        reptile_step(stepped, params, batch, loss_fn=F.mse_loss, inner_lr=0.02, steps=2, outer_step_size=0.7)
+        reptile_step(
+            stepped, params, batch, loss_fn=F.mse_loss, inner_lr=0.02, inner_steps=2, outer_step_size=0.7
+        )
     for name, tensor in trained.named_parameters():
         torch.testing.assert_close(tensor, params[name], atol=0, rtol=0)
 

@@ -40,7 +40,7 @@ def mlp(make_model):
 
 def test_anil_adapts_only_the_head_and_matches_the_loop(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
-    kwargs = {"inner_lr": 0.05, "steps": 2}
+    kwargs = {"inner_lr": 0.05, "inner_steps": 2}
     expected = reference_meta_loss(mlp, params, batch, adapt_only=["head.weight", "head.bias"], **kwargs)
     actual = mb.maml_loss(
         mlp, params, batch, loss_fn=F.mse_loss, adapt_only="head", **kwargs, backend=backend
@@ -72,7 +72,7 @@ def test_anil_body_still_gets_a_meta_gradient(mlp, theta, sine_batch, backend):
         sine_batch(),
         loss_fn=F.mse_loss,
         inner_lr=0.05,
-        steps=1,
+        inner_steps=1,
         adapt_only="head",
         backend=backend,
     )
@@ -93,8 +93,10 @@ def meta_sgd_rates(params, seed=1):
 def test_meta_sgd_matches_the_loop_for_params_and_rates(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
     rates = meta_sgd_rates(params)
-    expected = reference_meta_loss(mlp, params, batch, inner_lr=rates, steps=2)
-    actual = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rates, steps=2, backend=backend)
+    expected = reference_meta_loss(mlp, params, batch, inner_lr=rates, inner_steps=2)
+    actual = mb.maml_loss(
+        mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rates, inner_steps=2, backend=backend
+    )
     torch.testing.assert_close(actual, expected, **EXACT)
     leaves = [*params.values(), *rates.values()]
     for got, want in zip(grads_of(actual, leaves), grads_of(expected, leaves), strict=True):
@@ -107,7 +109,7 @@ def test_meta_sgd_rate_gradient_matches_finite_differences(mlp, theta, sine_batc
 
     def meta_loss(rate_values):
         return mb.maml_loss(
-            mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rate_values, steps=2, backend=backend
+            mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rate_values, inner_steps=2, backend=backend
         )
 
     analytic = dict(zip(rates, grads_of(meta_loss(rates), rates.values()), strict=True))
@@ -122,14 +124,14 @@ def test_per_step_rates_and_multi_step_loss_match_the_loop(mlp, theta, sine_batc
     }
     inner_lr = [{name: rate[step] for name, rate in per_step.items()} for step in range(3)]
     weights = [0.2, 0.3, 0.5]
-    expected = reference_meta_loss(mlp, params, batch, inner_lr=inner_lr, steps=3, step_weights=weights)
+    expected = reference_meta_loss(mlp, params, batch, inner_lr=inner_lr, inner_steps=3, step_weights=weights)
     actual = mb.maml_loss(
         mlp,
         params,
         batch,
         loss_fn=F.mse_loss,
         inner_lr=inner_lr,
-        steps=3,
+        inner_steps=3,
         step_weights=weights,
         backend=backend,
     )
@@ -141,14 +143,16 @@ def test_per_step_rates_and_multi_step_loss_match_the_loop(mlp, theta, sine_batc
 
 def test_weights_on_the_last_step_alone_equal_plain_maml(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
-    plain = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=3, backend=backend)
+    plain = mb.maml_loss(
+        mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=3, backend=backend
+    )
     weighted = mb.maml_loss(
         mlp,
         params,
         batch,
         loss_fn=F.mse_loss,
         inner_lr=0.05,
-        steps=3,
+        inner_steps=3,
         step_weights=torch.tensor([0.0, 0.0, 1.0]),
         backend=backend,
     )
@@ -158,9 +162,17 @@ def test_weights_on_the_last_step_alone_equal_plain_maml(mlp, theta, sine_batch,
 def test_constant_learned_rates_equal_a_fixed_alpha(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
     per_tensor = {name: torch.tensor(0.05, dtype=torch.float64) for name in params}
-    fixed = mb.maml_loss(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=2, backend=backend)
+    fixed = mb.maml_loss(
+        mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2, backend=backend
+    )
     learned = mb.maml_loss(
-        mlp, params, batch, loss_fn=F.mse_loss, inner_lr=[per_tensor, per_tensor], steps=2, backend=backend
+        mlp,
+        params,
+        batch,
+        loss_fn=F.mse_loss,
+        inner_lr=[per_tensor, per_tensor],
+        inner_steps=2,
+        backend=backend,
     )
     torch.testing.assert_close(learned, fixed, **EXACT)
 
@@ -168,8 +180,12 @@ def test_constant_learned_rates_equal_a_fixed_alpha(mlp, theta, sine_batch, back
 def test_evaluate_uses_the_rate_of_each_step(mlp, theta, sine_batch, backend):
     params, batch = theta(mlp), sine_batch()
     rates = [{name: torch.tensor(rate, dtype=torch.float64) for name in params} for rate in (0.05, 0.0)]
-    result = mb.evaluate(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rates, steps=2, backend=backend)
-    single = mb.evaluate(mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=1, backend=backend)
+    result = mb.evaluate(
+        mlp, params, batch, loss_fn=F.mse_loss, inner_lr=rates, inner_steps=2, backend=backend
+    )
+    single = mb.evaluate(
+        mlp, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=1, backend=backend
+    )
     torch.testing.assert_close(result.per_task[:, 1], single.per_task[:, 1], **EXACT)
     torch.testing.assert_close(result.per_task[:, 2], result.per_task[:, 1], **EXACT)  # rate 0: no change
 
@@ -186,7 +202,7 @@ def test_evaluate_records_a_metric_and_adapts_only_what_is_asked(mlp, theta, sin
         batch,
         loss_fn=F.mse_loss,
         inner_lr=0.05,
-        steps=1,
+        inner_steps=1,
         metric=mean_abs_error,
         adapt_only="head",
         backend=backend,
@@ -198,7 +214,7 @@ def test_evaluate_records_a_metric_and_adapts_only_what_is_asked(mlp, theta, sin
         batch.support_y[0],
         loss_fn=F.mse_loss,
         inner_lr=0.05,
-        steps=1,
+        inner_steps=1,
         adapt_only="head",
         backend=backend,
     )
@@ -218,7 +234,7 @@ def test_successors_on_conv4_with_batch_statistics_match_the_loop(make_model, th
         labels[6:].view(2, 3),
     )
     params = theta(model)
-    kwargs = {"steps": 2}
+    kwargs = {"inner_steps": 2}
     if method == "anil":
         kwargs |= {"inner_lr": 0.3, "adapt_only": ["head.weight", "head.bias"]}
     elif method == "meta_sgd":
@@ -286,7 +302,7 @@ def test_meta_train_learns_rates_and_returns_them(make_model, learned, shape_of,
     assert any(not torch.allclose(rate, torch.full_like(rate, 0.05)) for rate in steps[0].values())
     batch = mb.tasks.Sinusoid().sample(3, generator=torch.Generator().manual_seed(0))
     result = mb.evaluate(
-        model, params, batch, loss_fn=F.mse_loss, inner_lr=history.inner_lr, steps=2, backend=backend
+        model, params, batch, loss_fn=F.mse_loss, inner_lr=history.inner_lr, inner_steps=2, backend=backend
     )
     assert torch.isfinite(result.mean).all()
 
@@ -302,7 +318,7 @@ def test_anil_training_leaves_the_inner_loop_of_the_body_alone(make_model):
         ({"adapt_only": "tail"}, ValueError, "adapt_only entry 'tail' matches no parameter"),
         ({"adapt_only": []}, ValueError, "adapt_only is empty"),
         ({"adapt_only": [3]}, TypeError, "adapt_only must be"),
-        ({"inner_lr": [0.1]}, ValueError, "one rate per step for 1 steps, but steps=2"),
+        ({"inner_lr": [0.1]}, ValueError, "one rate per step for 1 steps, but inner_steps=2"),
         ({"inner_lr": {"head.weight": torch.tensor(0.1)}}, ValueError, "missing"),
         ({"inner_lr": "0.1"}, TypeError, "inner_lr must be a number"),
         ({"inner_lr": [0.1, -0.1]}, ValueError, r"inner_lr\[1\] must be a finite number >= 0"),
@@ -312,7 +328,7 @@ def test_anil_training_leaves_the_inner_loop_of_the_body_alone(make_model):
     ],
 )
 def test_bad_successor_arguments_are_named(mlp, theta, sine_batch, kwargs, error, match, backend):
-    arguments = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "steps": 2, **kwargs}
+    arguments = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "inner_steps": 2, **kwargs}
     with pytest.raises(error, match=match):
         mb.maml_loss(mlp, theta(mlp), sine_batch(), **arguments, backend=backend)
 
@@ -323,7 +339,9 @@ def test_learned_rate_of_the_wrong_shape_is_named(mlp, theta, sine_batch, backen
     with pytest.raises(
         ValueError, match=r"inner_lr\['body.0.weight'\] must be a scalar or of the parameter's shape"
     ):
-        mb.maml_loss(mlp, params, sine_batch(), loss_fn=F.mse_loss, inner_lr=rates, steps=1, backend=backend)
+        mb.maml_loss(
+            mlp, params, sine_batch(), loss_fn=F.mse_loss, inner_lr=rates, inner_steps=1, backend=backend
+        )
 
 
 @pytest.mark.parametrize(

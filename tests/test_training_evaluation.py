@@ -25,7 +25,7 @@ def query_loss_after(model, params, batch, task, steps, inner_lr):
     """Query loss of one task after ``steps`` steps of ``adapt``, computed task by task."""
     support_x, support_y, query_x, query_y = (tensor[task] for tensor in batch)
     adapted = mb.adapt(
-        model, params, support_x, support_y, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=steps
+        model, params, support_x, support_y, loss_fn=F.mse_loss, inner_lr=inner_lr, inner_steps=steps
     )
     return F.mse_loss(functional_call(model, adapted, (query_x,)), query_y).detach()
 
@@ -35,7 +35,7 @@ def test_evaluate_per_task_curve_equals_adapt_step_by_step(model, sine_batch, th
     batch = sine_batch(5, 6, 7)
     steps, inner_lr = 3, 0.05
 
-    result = mb.evaluate(model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, steps=steps)
+    result = mb.evaluate(model, params, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, inner_steps=steps)
 
     assert result.per_task.shape == (5, steps + 1)
     expected = torch.tensor(
@@ -54,7 +54,7 @@ def test_evaluate_step_zero_is_the_plain_query_loss(model, sine_batch, theta):
     params = theta(model)
     batch = sine_batch(4)
 
-    result = mb.evaluate(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, steps=2)
+    result = mb.evaluate(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2)
 
     plain = torch.stack(
         [F.mse_loss(model(x), y) for x, y in zip(batch.query_x, batch.query_y, strict=True)]
@@ -63,7 +63,7 @@ def test_evaluate_step_zero_is_the_plain_query_loss(model, sine_batch, theta):
 
 
 def test_evaluate_mean_and_ci95_follow_from_per_task(model, sine_batch, theta):
-    result = mb.evaluate(model, theta(model), sine_batch(6), loss_fn=F.mse_loss, inner_lr=0.05, steps=2)
+    result = mb.evaluate(model, theta(model), sine_batch(6), loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2)
 
     per_task = result.per_task
     mean = per_task.sum(dim=0) / 6
@@ -74,7 +74,7 @@ def test_evaluate_mean_and_ci95_follow_from_per_task(model, sine_batch, theta):
 
 
 def test_evaluate_on_one_task_has_a_zero_interval(model, sine_batch, theta):
-    result = mb.evaluate(model, theta(model), sine_batch(1), loss_fn=F.mse_loss, inner_lr=0.05, steps=2)
+    result = mb.evaluate(model, theta(model), sine_batch(1), loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2)
 
     assert result.per_task.shape == (1, 3)
     torch.testing.assert_close(result.mean, result.per_task[0])
@@ -83,7 +83,7 @@ def test_evaluate_on_one_task_has_a_zero_interval(model, sine_batch, theta):
 
 def test_evaluate_in_chunks_gives_the_same_losses(model, sine_batch, theta):
     params, batch = theta(model), sine_batch(7)
-    kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "steps": 2}
+    kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.05, "inner_steps": 2}
 
     whole = mb.evaluate(model, params, batch, **kwargs)
     chunked = mb.evaluate(model, params, batch, chunk_size=3, **kwargs)
@@ -92,7 +92,7 @@ def test_evaluate_in_chunks_gives_the_same_losses(model, sine_batch, theta):
 
 
 def test_evaluate_with_zero_steps_has_only_the_initial_loss(model, sine_batch, theta):
-    result = mb.evaluate(model, theta(model), sine_batch(3), loss_fn=F.mse_loss, inner_lr=0.05, steps=0)
+    result = mb.evaluate(model, theta(model), sine_batch(3), loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=0)
     assert result.per_task.shape == (3, 1)
     assert result.mean.shape == result.ci95.shape == (1,)
 
@@ -106,7 +106,7 @@ def test_evaluate_warns_and_keeps_the_losses_of_a_diverging_task():
     batch = mb.TaskBatch(support_x, torch.zeros(2, 4, 1), query_x, torch.zeros(2, 5, 1))
 
     with pytest.warns(RuntimeWarning, match=r"1 of 2 tasks reached a non-finite query loss"):
-        result = mb.evaluate(model, params, batch, loss_fn=F.mse_loss, inner_lr=1e30, steps=3)
+        result = mb.evaluate(model, params, batch, loss_fn=F.mse_loss, inner_lr=1e30, inner_steps=3)
 
     assert result.per_task.shape == (2, 4)
     assert torch.equal(result.per_task[0], torch.zeros(4))
@@ -118,7 +118,7 @@ def test_evaluate_warns_and_keeps_the_losses_of_a_diverging_task():
 def test_evaluate_does_not_warn_when_every_task_is_finite(model, sine_batch, theta):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        mb.evaluate(model, theta(model), sine_batch(3), loss_fn=F.mse_loss, inner_lr=0.05, steps=2)
+        mb.evaluate(model, theta(model), sine_batch(3), loss_fn=F.mse_loss, inner_lr=0.05, inner_steps=2)
 
 
 def test_evaluation_summary_lists_each_requested_step():
@@ -145,7 +145,7 @@ def test_meta_train_lowers_the_meta_loss(make_model):
     model = make_model(lambda: MLP(1, (40, 40), 1), dtype=torch.float32)
     before = {name: tensor.detach().clone() for name, tensor in model.named_parameters()}
     held_out = NARROW_SINES.sample(50, generator=torch.Generator().manual_seed(99))
-    kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.01, "steps": 1}
+    kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.01, "inner_steps": 1}
     initial = mb.evaluate(model, before, held_out, **kwargs).mean[1]
 
     history = mb.meta_train(
@@ -229,7 +229,7 @@ def test_meta_train_first_iteration_loss_is_the_maml_loss_of_the_first_batch(mak
         first_batch,
         loss_fn=F.mse_loss,
         inner_lr=0.01,
-        steps=2,
+        inner_steps=2,
         first_order=True,
     )
 
@@ -307,5 +307,5 @@ def test_batch_on_the_cpu_with_params_on_cuda_raises(make_model, sine_batch):
             sine_batch(dtype=torch.float32),
             loss_fn=F.mse_loss,
             inner_lr=0.1,
-            steps=1,
+            inner_steps=1,
         )

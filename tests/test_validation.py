@@ -29,7 +29,7 @@ def batch(sine_batch):
 
 def call(function, model, params, batch, **overrides):
     """Run ``adapt`` on the first task of ``batch``, or ``maml_loss``/``evaluate`` on all of it."""
-    kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.01, "steps": 1, **overrides}
+    kwargs = {"loss_fn": F.mse_loss, "inner_lr": 0.01, "inner_steps": 1, **overrides}
     if function == "adapt":
         return mb.adapt(model, params, batch.support_x[0], batch.support_y[0], **kwargs)
     return getattr(mb, function)(model, params, batch, **kwargs)
@@ -118,7 +118,7 @@ def test_a_good_batch_passes_the_checks(model, theta, batch):
     for function in FUNCTIONS:
         call(function, model, theta(model), batch)
     good = mb.TaskBatch(zeros(3, 4, 1), zeros(3, 4, 1), zeros(3, 6, 1), zeros(3, 6, 1))
-    assert mb.maml_loss(model, theta(model), good, loss_fn=F.mse_loss, inner_lr=0.1, steps=1).isfinite()
+    assert mb.maml_loss(model, theta(model), good, loss_fn=F.mse_loss, inner_lr=0.1, inner_steps=1).isfinite()
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_a_good_batch_passes_the_checks(model, theta, batch):
 )
 def test_adapt_rejects_bad_support_sets(model, theta, x, y, match):
     with pytest.raises((TypeError, ValueError), match=match):
-        mb.adapt(model, theta(model), x, y, loss_fn=F.mse_loss, inner_lr=0.01, steps=1)
+        mb.adapt(model, theta(model), x, y, loss_fn=F.mse_loss, inner_lr=0.01, inner_steps=1)
 
 
 def test_adapt_rejects_support_set_on_another_device(model, theta):
@@ -145,7 +145,7 @@ def test_adapt_rejects_support_set_on_another_device(model, theta):
             zeros(4, 1),
             loss_fn=F.mse_loss,
             inner_lr=0.1,
-            steps=1,
+            inner_steps=1,
         )
 
 
@@ -166,14 +166,14 @@ def test_bad_inner_lr_raises(model, theta, batch, function, inner_lr, error):
     [(-1, ValueError), (1.5, TypeError), ("1", TypeError), (True, TypeError), (1.0, TypeError)],
 )
 def test_bad_steps_raise(model, theta, batch, function, steps, error):
-    with pytest.raises(error, match="steps"):
-        call(function, model, theta(model), batch, steps=steps)
+    with pytest.raises(error, match="inner_steps"):
+        call(function, model, theta(model), batch, inner_steps=steps)
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_numpy_numbers_are_accepted(model, theta, batch, function):
-    plain = call(function, model, theta(model), batch, inner_lr=0.01, steps=2)
-    numpy = call(function, model, theta(model), batch, inner_lr=np.float64(0.01), steps=np.int64(2))
+    plain = call(function, model, theta(model), batch, inner_lr=0.01, inner_steps=2)
+    numpy = call(function, model, theta(model), batch, inner_lr=np.float64(0.01), inner_steps=np.int64(2))
     if function == "adapt":
         plain, numpy = (
             torch.cat([t.flatten() for t in plain.values()]),
@@ -260,7 +260,13 @@ def test_adapt_names_the_inner_step_where_the_loss_diverged():
     # Step 1: loss 9, w -> 1 - 1.8e31; step 2: loss ~ 3e63, beyond float32.
     with pytest.raises(mb.NonFiniteLossError, match=r"inner step 2 of 3") as raised:
         mb.adapt(
-            model, params, batch.support_x[1], batch.support_y[1], loss_fn=F.mse_loss, inner_lr=1e30, steps=3
+            model,
+            params,
+            batch.support_x[1],
+            batch.support_y[1],
+            loss_fn=F.mse_loss,
+            inner_lr=1e30,
+            inner_steps=3,
         )
     assert "smaller inner_lr" in str(raised.value)
     assert "inner_lr=1e+30" in str(raised.value)
@@ -271,7 +277,13 @@ def test_adapt_reports_params_that_overflow_on_the_last_step():
     batch = two_tasks()
     with pytest.raises(mb.NonFiniteLossError, match=r"adapted params.*after all 1 inner step") as raised:
         mb.adapt(
-            model, params, batch.support_x[1], batch.support_y[1], loss_fn=F.mse_loss, inner_lr=1e38, steps=1
+            model,
+            params,
+            batch.support_x[1],
+            batch.support_y[1],
+            loss_fn=F.mse_loss,
+            inner_lr=1e38,
+            inner_steps=1,
         )
     assert "smaller inner_lr" in str(raised.value)
 
@@ -279,14 +291,14 @@ def test_adapt_reports_params_that_overflow_on_the_last_step():
 def test_maml_loss_names_the_task_and_inner_step_where_the_loss_diverged():
     model, params = linear_model_and_params()
     with pytest.raises(mb.NonFiniteLossError, match=r"task 1 .*inner step 2 of 3") as raised:
-        mb.maml_loss(model, params, two_tasks(), loss_fn=F.mse_loss, inner_lr=1e30, steps=3)
+        mb.maml_loss(model, params, two_tasks(), loss_fn=F.mse_loss, inner_lr=1e30, inner_steps=3)
     assert "smaller inner_lr" in str(raised.value)
 
 
 def test_maml_loss_reports_a_query_loss_that_diverged_after_the_last_step():
     model, params = linear_model_and_params()
     with pytest.raises(mb.NonFiniteLossError, match=r"task 1 .*after all 1 inner step") as raised:
-        mb.maml_loss(model, params, two_tasks(), loss_fn=F.mse_loss, inner_lr=1e30, steps=1)
+        mb.maml_loss(model, params, two_tasks(), loss_fn=F.mse_loss, inner_lr=1e30, inner_steps=1)
     assert "smaller inner_lr" in str(raised.value)
 
 
@@ -295,10 +307,16 @@ def test_nan_in_support_data_is_reported_before_any_inner_step(nan_in):
     model, params = linear_model_and_params()
     batch = two_tasks(nan_in=nan_in)
     with pytest.raises(mb.NonFiniteLossError, match=r"task 1 is non-finite before any inner step"):
-        mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.01, steps=2)
+        mb.maml_loss(model, params, batch, loss_fn=F.mse_loss, inner_lr=0.01, inner_steps=2)
     with pytest.raises(mb.NonFiniteLossError, match=r"before any inner step"):
         mb.adapt(
-            model, params, batch.support_x[1], batch.support_y[1], loss_fn=F.mse_loss, inner_lr=0.01, steps=2
+            model,
+            params,
+            batch.support_x[1],
+            batch.support_y[1],
+            loss_fn=F.mse_loss,
+            inner_lr=0.01,
+            inner_steps=2,
         )
 
 
@@ -307,7 +325,9 @@ def test_nan_in_support_data_is_reported_before_any_inner_step(nan_in):
 def test_nan_in_query_data_is_blamed_on_the_query_set_not_on_inner_lr(nan_in, steps):
     model, params = linear_model_and_params()
     with pytest.raises(mb.NonFiniteLossError, match=r"query loss for task 1") as raised:
-        mb.maml_loss(model, params, two_tasks(nan_in=nan_in), loss_fn=F.mse_loss, inner_lr=0.01, steps=steps)
+        mb.maml_loss(
+            model, params, two_tasks(nan_in=nan_in), loss_fn=F.mse_loss, inner_lr=0.01, inner_steps=steps
+        )
     assert "batch.query_x" in str(raised.value)
     assert "smaller inner_lr" not in str(raised.value)
 
@@ -318,7 +338,7 @@ def test_nan_in_params_is_reported_as_such(function, steps):
     model, params = linear_model_and_params()
     params["head.bias"] = torch.tensor([math.nan])
     with pytest.raises(mb.NonFiniteLossError, match=r"params") as raised:
-        call(function, model, params, two_tasks(), inner_lr=0.01, steps=steps)
+        call(function, model, params, two_tasks(), inner_lr=0.01, inner_steps=steps)
     assert "smaller inner_lr" not in str(raised.value)
 
 
@@ -328,14 +348,14 @@ def test_nan_in_params_is_reported_as_such(function, steps):
         ("num_tasks", 0, ValueError),
         ("num_tasks", -2, ValueError),
         ("num_tasks", 2.0, TypeError),
-        ("num_support", 0, ValueError),
-        ("num_support", "5", TypeError),
-        ("num_query", 0, ValueError),
-        ("num_query", True, TypeError),
+        ("k_shot", 0, ValueError),
+        ("k_shot", "5", TypeError),
+        ("n_query", 0, ValueError),
+        ("n_query", True, TypeError),
     ],
 )
 def test_sinusoid_sample_rejects_bad_sizes(argument, value, error):
-    sizes = {"num_tasks": 2, "num_support": 3, "num_query": 4, argument: value}
+    sizes = {"num_tasks": 2, "k_shot": 3, "n_query": 4, argument: value}
     with pytest.raises(error, match=argument):
         Sinusoid().sample(**sizes, generator=torch.Generator().manual_seed(0))
 

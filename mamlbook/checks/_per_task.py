@@ -19,7 +19,7 @@ def adapted_per_task(
     *,
     loss_fn: LossFn,
     inner_lr: float,
-    steps: int,
+    inner_steps: int,
     first_order: bool = False,
 ) -> Params:
     """Task t adapted from ``starts[name][t]`` on ``(x[t], y[t])``: tensors ``(T, ...)``.
@@ -39,7 +39,7 @@ def adapted_per_task(
             y[task],
             loss_fn=loss_fn,
             inner_lr=inner_lr,
-            steps=steps,
+            inner_steps=inner_steps,
             first_order=first_order,
         )
         tasks.append(phi if tracks else {name: tensor.detach() for name, tensor in phi.items()})

@@ -1,9 +1,9 @@
 """Checkers for chapter 5: the reader's Reptile step and first-order MAML gradient.
 
-``check_reptile_step(fn)`` runs ``fn(model, theta, batch, *, loss_fn, inner_lr, steps,
+``check_reptile_step(fn)`` runs ``fn(model, theta, batch, *, loss_fn, inner_lr, inner_steps,
 epsilon)``, which must return the new theta, ``theta + epsilon * mean_t (phi_t - theta)``,
 as a new dict, leaving ``theta`` unchanged. ``check_fomaml_gradient(fn)`` runs
-``fn(model, theta, batch, *, loss_fn, inner_lr, steps)``, which must return the
+``fn(model, theta, batch, *, loss_fn, inner_lr, inner_steps)``, which must return the
 first-order MAML meta-gradient: the mean over tasks of the query-loss gradient at each
 task's adapted parameters. Both run on small float64 problems (an MLP and seeded
 sinusoid tasks) and, when the answer is wrong, compute what the classic mistakes would
@@ -63,7 +63,7 @@ _HINTS = {
     "grad_sum": "the gradient is T times too large: average the tasks' gradients instead of summing them",
     "grad_one_task": "only one task's gradient is returned: average the gradients of all T tasks",
     "grad_sign": "the gradient has the wrong sign: return the gradient itself, not the step -gradient",
-    "one_step": "the function takes one inner step whatever steps is: loop over the steps",
+    "one_step": "the function takes one inner step whatever inner_steps is: loop over the steps",
 }
 
 
@@ -86,7 +86,7 @@ def _adapted(model: nn.Module, starts: Params, batch: TaskBatch, steps: int) -> 
         batch.support_y,
         loss_fn=F.mse_loss,
         inner_lr=_INNER_LR,
-        steps=steps,
+        inner_steps=steps,
         first_order=True,
     )
 
@@ -149,9 +149,9 @@ def _reptile_answers(model, batch, steps, epsilon) -> tuple[Params, list[tuple[s
 
 
 def check_reptile_step(fn: Callable[..., Params]) -> CheckResult:
-    """Check a reader's ``reptile_step(model, theta, batch, *, loss_fn, inner_lr, steps, epsilon)``.
+    """Check a reader's ``reptile_step(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon)``.
 
-    The function must adapt each task of ``batch`` from ``theta`` (``steps`` SGD steps of
+    The function must adapt each task of ``batch`` from ``theta`` (``inner_steps`` SGD steps of
     size ``inner_lr`` on its support set, e.g. with ``mb.adapt``) and return the new theta,
     ``theta + epsilon * mean_t (phi_t - theta)``, as a new dict with ``theta`` unchanged.
     It is run on two float64 problems (3 tasks; 2 steps with epsilon 0.3, 3 steps with 0.5).
@@ -166,7 +166,7 @@ def check_reptile_step(fn: Callable[..., Params]) -> CheckResult:
         raise TypeError(f"fn must be a function reptile_step(model, theta, batch, ...), got {fn!r}")
     for seed, (steps, epsilon) in enumerate(_REPTILE_PROBLEMS):
         model, batch = _problem(seed)
-        ran = _call(fn, model, batch, steps=steps, epsilon=epsilon)
+        ran = _call(fn, model, batch, inner_steps=steps, epsilon=epsilon)
         if isinstance(ran, CheckResult):
             return ran
         theta, result = ran
@@ -182,7 +182,7 @@ def check_reptile_step(fn: Callable[..., Params]) -> CheckResult:
         if hint is not None:
             return hint
         return CheckResult.hint(
-            f"the new theta differs from theta + epsilon * mean_t(phi_t - theta) (steps={steps}, "
+            f"the new theta differs from theta + epsilon * mean_t(phi_t - theta) (inner_steps={steps}, "
             f"epsilon={epsilon}): check that each task is adapted from theta on its support set"
         )
     return CheckResult.correct("the new theta equals theta + epsilon * mean_t(phi_t - theta) (2 and 3 steps)")
@@ -210,7 +210,7 @@ def _fomaml_answers(model, batch, steps) -> tuple[Params, list[tuple[str, Params
         batch.support_y,
         loss_fn=F.mse_loss,
         inner_lr=_INNER_LR,
-        steps=steps,
+        inner_steps=steps,
     )
     exact = losses_per_task(model, exact_phi, batch.query_x, batch.query_y, F.mse_loss).mean()
     mistakes = [
@@ -235,11 +235,11 @@ def _fomaml_answers(model, batch, steps) -> tuple[Params, list[tuple[str, Params
 
 
 def check_fomaml_gradient(fn: Callable[..., Params]) -> CheckResult:
-    """Check a reader's ``fomaml_gradient(model, theta, batch, *, loss_fn, inner_lr, steps)``.
+    """Check a reader's ``fomaml_gradient(model, theta, batch, *, loss_fn, inner_lr, inner_steps)``.
 
     The function must return, keyed like ``theta``, the first-order MAML meta-gradient:
     the mean over the tasks of ``batch`` of the query-loss gradient at the task's adapted
-    parameters phi_t (``steps`` SGD steps from ``theta`` on its support set), the inner
+    parameters phi_t (``inner_steps`` SGD steps from ``theta`` on its support set), the inner
     steps treated as constants. It is run on two float64 problems (3 tasks; 1 and 2 steps)
     and compared with the gradient of ``mamlbook.maml_loss(..., first_order=True)``.
 
@@ -253,7 +253,7 @@ def check_fomaml_gradient(fn: Callable[..., Params]) -> CheckResult:
         raise TypeError(f"fn must be a function fomaml_gradient(model, theta, batch, ...), got {fn!r}")
     for seed, steps in enumerate(_FOMAML_PROBLEMS):
         model, batch = _problem(seed)
-        ran = _call(fn, model, batch, steps=steps)
+        ran = _call(fn, model, batch, inner_steps=steps)
         if isinstance(ran, CheckResult):
             return ran
         _, result = ran
@@ -264,7 +264,7 @@ def check_fomaml_gradient(fn: Callable[..., Params]) -> CheckResult:
         if hint is not None:
             return hint
         return CheckResult.hint(
-            f"the gradient differs from the first-order meta-gradient (steps={steps}): adapt each task "
+            f"the gradient differs from the first-order meta-gradient (inner_steps={steps}): adapt each task "
             "from theta on its support set, then take the query-loss gradient at phi"
         )
     return CheckResult.correct(

@@ -1,6 +1,6 @@
 """Checker for the reader's own ``maml_loss`` (chapter 4).
 
-``check_maml_loss(fn)`` runs ``fn(model, params, batch, *, loss_fn, inner_lr, steps)``
+``check_maml_loss(fn)`` runs ``fn(model, params, batch, *, loss_fn, inner_lr, inner_steps)``
 on three small float64 problems (an MLP and seeded sinusoid tasks: one inner step, two
 steps, and one step with another loss) and compares the value and the meta-gradient
 with ``mamlbook.maml_loss``. When they differ, it computes what the classic mistakes
@@ -16,7 +16,7 @@ would give on the same problem and names the one that matches:
   The mean of one loss over all tasks' query examples at once equals the mean over
   tasks here (every task has as many query points), so it is accepted;
 - task t adapted from task t-1's adapted parameters instead of from theta;
-- no adaptation at all, one inner step whatever ``steps`` is, a fixed loss instead of
+- no adaptation at all, one inner step whatever ``inner_steps`` is, a fixed loss instead of
   ``loss_fn``.
 """
 
@@ -63,7 +63,7 @@ _HINTS = {
     "no_adaptation": (
         "the value is the query loss of theta itself: score the query set with the adapted parameters"
     ),
-    "one_step": "the function takes one inner step whatever steps is: loop over the steps",
+    "one_step": "the function takes one inner step whatever inner_steps is: loop over the steps",
     "fixed_loss": "the function ignores loss_fn and uses a mean squared error: call loss_fn",
 }
 
@@ -85,7 +85,7 @@ def _mean_query_loss(
     loss_fn: LossFn,
     *,
     inner_lr: float,
-    steps: int,
+    inner_steps: int,
     first_order: bool = False,
 ) -> torch.Tensor:
     """Mean query loss of T tasks adapted from ``starts`` (tensors ``(T, ...)``)."""
@@ -96,31 +96,43 @@ def _mean_query_loss(
         batch.support_y,
         loss_fn=loss_fn,
         inner_lr=inner_lr,
-        steps=steps,
+        inner_steps=inner_steps,
         first_order=first_order,
     )
     return losses_per_task(model, adapted, batch.query_x, batch.query_y, loss_fn).mean()
 
 
-def _shared_adaptation(model, params, batch, loss_fn, *, inner_lr, steps):
+def _shared_adaptation(model, params, batch, loss_fn, *, inner_lr, inner_steps):
     """One phi for all tasks, adapted on the T * K support points at once."""
     tasks = batch.num_tasks
     support_x = batch.support_x.reshape(1, -1, *batch.support_x.shape[2:])  # (1, T * K, ...)
     support_y = batch.support_y.reshape(1, -1, *batch.support_y.shape[2:])
     shared = adapted_per_task(
-        model, per_task(params, 1), support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps
+        model,
+        per_task(params, 1),
+        support_x,
+        support_y,
+        loss_fn=loss_fn,
+        inner_lr=inner_lr,
+        inner_steps=inner_steps,
     )
     starts = {name: tensor.expand(tasks, *tensor.shape[1:]) for name, tensor in shared.items()}
     return losses_per_task(model, starts, batch.query_x, batch.query_y, loss_fn).mean()
 
 
-def _sequential(model, params, batch, loss_fn, *, inner_lr, steps):
+def _sequential(model, params, batch, loss_fn, *, inner_lr, inner_steps):
     """Task t adapted from task t-1's adapted parameters, the first from theta."""
     start, losses = per_task(params, 1), []
     for task in range(batch.num_tasks):
         one = batch.slice_tasks(task, task + 1)
         start = adapted_per_task(
-            model, start, one.support_x, one.support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=steps
+            model,
+            start,
+            one.support_x,
+            one.support_y,
+            loss_fn=loss_fn,
+            inner_lr=inner_lr,
+            inner_steps=inner_steps,
         )
         losses.append(losses_per_task(model, start, one.query_x, one.query_y, loss_fn))
     return torch.cat(losses).mean()
@@ -134,17 +146,19 @@ def _mistakes(
     loss = functools.partial(_mean_query_loss, model, per_task(params, tasks))
     on_query = TaskBatch(batch.query_x, batch.query_y, batch.query_x, batch.query_y)
     found = {
-        "query_adapt": loss(on_query, loss_fn, inner_lr=lr, steps=steps),
-        "sign": loss(batch, loss_fn, inner_lr=-lr, steps=steps),
-        "sum_tasks": tasks * loss(batch, loss_fn, inner_lr=lr, steps=steps),
-        "shared_adaptation": _shared_adaptation(model, params, batch, loss_fn, inner_lr=lr, steps=steps),
-        "sequential": _sequential(model, params, batch, loss_fn, inner_lr=lr, steps=steps),
-        "no_adaptation": loss(batch, loss_fn, inner_lr=lr, steps=0),
+        "query_adapt": loss(on_query, loss_fn, inner_lr=lr, inner_steps=steps),
+        "sign": loss(batch, loss_fn, inner_lr=-lr, inner_steps=steps),
+        "sum_tasks": tasks * loss(batch, loss_fn, inner_lr=lr, inner_steps=steps),
+        "shared_adaptation": _shared_adaptation(
+            model, params, batch, loss_fn, inner_lr=lr, inner_steps=steps
+        ),
+        "sequential": _sequential(model, params, batch, loss_fn, inner_lr=lr, inner_steps=steps),
+        "no_adaptation": loss(batch, loss_fn, inner_lr=lr, inner_steps=0),
     }
     if steps > 1:
-        found["one_step"] = loss(batch, loss_fn, inner_lr=lr, steps=1)
+        found["one_step"] = loss(batch, loss_fn, inner_lr=lr, inner_steps=1)
     if loss_fn is not F.mse_loss:
-        found["fixed_loss"] = loss(batch, F.mse_loss, inner_lr=lr, steps=steps)
+        found["fixed_loss"] = loss(batch, F.mse_loss, inner_lr=lr, inner_steps=steps)
     return found
 
 
@@ -162,9 +176,9 @@ def _run(fn: Callable[..., torch.Tensor], model, batch, loss_fn, steps):
     """The student's value and meta-gradient, or a CheckResult hint when there is none."""
     params = {name: tensor.detach().clone().requires_grad_() for name, tensor in model.named_parameters()}
     leaves, before = list(params.values()), [tensor.detach().clone() for tensor in params.values()]
-    call = "fn(model, params, batch, loss_fn=..., inner_lr=..., steps=...)"
+    call = "fn(model, params, batch, loss_fn=..., inner_lr=..., inner_steps=...)"
     try:
-        value = fn(model, params, batch, loss_fn=loss_fn, inner_lr=_INNER_LR, steps=steps)
+        value = fn(model, params, batch, loss_fn=loss_fn, inner_lr=_INNER_LR, inner_steps=steps)
     except RuntimeError as error:
         if _graph_error(error):
             return CheckResult.hint(_HINTS["graph"].format(why=f"autograd raised {_first_sentence(error)!r}"))
@@ -201,7 +215,7 @@ def _grads_close(actual, expected) -> bool:
 def _reference(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, steps: int, **kwargs):
     """The package's meta-loss on the problem, from ``params`` (``first_order`` in kwargs)."""
     starts = per_task(params, batch.num_tasks)
-    return _mean_query_loss(model, starts, batch, loss_fn, inner_lr=_INNER_LR, steps=steps, **kwargs)
+    return _mean_query_loss(model, starts, batch, loss_fn, inner_lr=_INNER_LR, inner_steps=steps, **kwargs)
 
 
 def _gradient_hint(grads, model, params, batch, loss_fn, steps) -> CheckResult | None:
@@ -225,7 +239,7 @@ def _value_hint(value, expected, model, params, batch, loss_fn, steps) -> CheckR
         if _close(value, wrong.detach()):
             return CheckResult.hint(_HINTS[name])
     return CheckResult.hint(
-        f"the meta-loss is {value.item():.6g}, expected {expected.item():.6g} (steps={steps}, "
+        f"the meta-loss is {value.item():.6g}, expected {expected.item():.6g} (inner_steps={steps}, "
         f"{getattr(loss_fn, '__name__', 'loss_fn')}): compare your loop with the equations of chapter 4"
     )
 
@@ -245,10 +259,10 @@ def _diagnose(fn: Callable[..., torch.Tensor], seed: int, steps: int, loss_fn: L
 
 
 def check_maml_loss(fn: Callable[..., torch.Tensor]) -> CheckResult:
-    """Check a reader's ``maml_loss(model, params, batch, *, loss_fn, inner_lr, steps)``.
+    """Check a reader's ``maml_loss(model, params, batch, *, loss_fn, inner_lr, inner_steps)``.
 
     The function must return the mean query loss over the T tasks of ``batch``, each
-    task adapted from ``params`` by ``steps`` SGD steps of size ``inner_lr`` on its
+    task adapted from ``params`` by ``inner_steps`` SGD steps of size ``inner_lr`` on its
     support set, as a scalar tensor whose gradient with respect to ``params`` is the
     full (second-order) meta-gradient. It is run on three float64 problems (3 tasks,
     5 support and 6 query points; 1 and 2 inner steps with the MSE, 1 step with the

@@ -134,7 +134,7 @@ def _scores(
         *adapt_on,
         loss_fn=F.mse_loss,
         inner_lr=lr,
-        steps=steps,
+        inner_steps=steps,
         first_order=True,
     )
     with torch.no_grad():
@@ -147,7 +147,7 @@ def _chained_scores(
     """The mistake of starting each task from the previous task's adapted parameters."""
     start, losses = {name: tensor.detach() for name, tensor in params.items()}, []
     for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        start = adapt(model, start, support_x, support_y, loss_fn=F.mse_loss, inner_lr=lr, steps=steps)
+        start = adapt(model, start, support_x, support_y, loss_fn=F.mse_loss, inner_lr=lr, inner_steps=steps)
         losses.append(F.mse_loss(torch.func.functional_call(model, start, (query_x,)), query_y).detach())
     return torch.stack(losses)
 

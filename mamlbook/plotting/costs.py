@@ -23,8 +23,10 @@ def plot_costs(costs: Sequence[Cost]) -> Figure:
         raise ValueError("costs is empty: pass the list returned by measure_costs")
     figure, (time_axes, memory_axes) = plt.subplots(1, 2, figsize=(9, 3.5))
     for algorithm in dict.fromkeys(cost.algorithm for cost in costs):
-        rows = sorted((cost for cost in costs if cost.algorithm == algorithm), key=lambda cost: cost.steps)
-        steps = [cost.steps for cost in rows]
+        rows = sorted(
+            (cost for cost in costs if cost.algorithm == algorithm), key=lambda cost: cost.inner_steps
+        )
+        steps = [cost.inner_steps for cost in rows]
         time_axes.plot(steps, [1e3 * cost.seconds.min for cost in rows], marker="o", label=algorithm)
         memory_axes.plot(steps, [cost.saved_bytes / 1e6 for cost in rows], marker="o", label=algorithm)
     time_axes.set(xlabel="inner steps", ylabel="time per meta-iteration (ms)", ylim=(0, None))

@@ -87,7 +87,7 @@ def plot_sine_adaptation(
         support_x, support_y = batch.support_x[task].to(device), batch.support_y[task].to(device)
         for count in steps:
             adapted = adapt(
-                model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, steps=count
+                model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=count
             )
             with torch.no_grad():
                 fit = functional_call(model, adapted, (grid[:, None].to(device),)).cpu()
