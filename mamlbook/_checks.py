@@ -19,21 +19,20 @@ from .types import TaskBatch
 
 def check_nonnegative_float(name: str, value: object) -> float:
     """Return ``value`` as a float; it must be finite and >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
+    return _check_float(name, value, positive=False)
 
 
 def check_positive_float(name: str, value: object) -> float:
     """Return ``value`` as a float; it must be finite and > 0."""
+    return _check_float(name, value, positive=True)
+
+
+def _check_float(name: str, value: object, *, positive: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0, got {value}")
     return value
 
 

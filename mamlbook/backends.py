@@ -6,7 +6,7 @@ evaluates the T tasks' losses that it needs, or, for the closed form, the whole 
 - ``autograd``: ``loss_fn(functional_call(model, params_t, x_t), y_t)`` vmapped over the
   tasks (``inner.vmapped``; one task at a time where vmap cannot batch the model). Any
   module, every option: the computation the chapters teach.
-- ``loop``: the same, one task at a time (``inner.looped``).
+- ``loop``: the same, one task at a time (``inner.looped``; ``Autograd(vectorised=False)``).
 - ``batched``: ``fast.batched``'s forward pass, for networks of known layers.
 - ``closed_form``: ``fast.closed_form``'s meta-gradient for ReLU networks and the
   squared error; ``maml_loss`` alone.
@@ -91,31 +91,24 @@ class Backend:
         return self.name
 
 
-def _supervised(model: nn.Module, loss_fn: LossFn):
-    """One task's loss: ``loss_fn(f(x; params), y)``."""
-
-    def one_task(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return loss_fn(functional_call(model, params, (x,)), y)
-
-    return one_task
-
-
+@dataclasses.dataclass(frozen=True, repr=False)
 class Autograd(Backend):
-    """The core's own computation: any module, vmapped over tasks."""
+    """The core's own computation, any module: ``loss_fn(f(x; params_t), y)`` for each task,
+    vmapped over the tasks, or one task at a time (``Autograd(vectorised=False)``, "loop")."""
 
-    name = "autograd"
+    vectorised: bool = True
 
-    def task_losses(self, problem, x, y, loss_fn):
-        return vmapped(_supervised(problem.model, loss_fn), x, y, fallback=problem.vmap_fallback)
-
-
-class Loop(Backend):
-    """The core's own computation, one task at a time."""
-
-    name = "loop"
+    @property
+    def name(self) -> str:
+        return "autograd" if self.vectorised else "loop"
 
     def task_losses(self, problem, x, y, loss_fn):
-        return looped(_supervised(problem.model, loss_fn), x, y)
+        def one_task(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return loss_fn(functional_call(problem.model, params, (x,)), y)
+
+        if self.vectorised:
+            return vmapped(one_task, x, y, fallback=problem.vmap_fallback)
+        return looped(one_task, x, y)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -177,7 +170,7 @@ class ClosedForm(Backend):
 
 
 BACKENDS: dict[str, Backend] = {
-    backend.name: backend for backend in (Autograd(), Loop(), Batched(), ClosedForm())
+    backend.name: backend for backend in (Autograd(), Autograd(vectorised=False), Batched(), ClosedForm())
 }
 """The backends by name, as ``backend=`` takes them."""
 

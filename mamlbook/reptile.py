@@ -200,16 +200,7 @@ def reptile_train(
             include_query=config.include_query,
         )
 
-    history = outer_loop(
-        step,
-        sample_tasks,
-        iterations=config.iterations,
-        meta_batch_size=config.meta_batch_size,
-        seed=config.seed,
-        device=device,
-        progress=progress,
-        description="Reptile",
-    )
+    history = outer_loop(step, sample_tasks, config, device=device, progress=progress, description="Reptile")
     inner_loop = InnerLoop.of(
         params, inner_lr=config.inner_lr, inner_steps=config.inner_steps, first_order=True
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -16,6 +16,9 @@ from .inner import InnerLoop
 from .meta import maml_loss
 from .outer import OuterAdam
 from .types import InnerLR, LossFn, TaskBatch, TaskSampler
+
+if TYPE_CHECKING:
+    from .reptile import ReptileConfig
 
 LEARNED_INNER_LR = ("per_parameter", "per_layer_per_step")
 """The kinds of learned inner rates, Meta-SGD's and MAML++'s."""
@@ -242,14 +245,7 @@ def meta_train(
         return loss.detach()
 
     history = outer_loop(
-        adam_step,
-        sample_tasks,
-        iterations=config.iterations,
-        meta_batch_size=config.meta_batch_size,
-        seed=config.seed,
-        device=device,
-        progress=progress,
-        description="meta-training",
+        adam_step, sample_tasks, config, device=device, progress=progress, description="meta-training"
     )
     learned = as_inner_lr({name: rate.detach().clone() for name, rate in rates.items()})
     inner_loop = InnerLoop.of(
@@ -265,10 +261,8 @@ def meta_train(
 def outer_loop(
     meta_step: Callable[[TaskBatch, int], torch.Tensor],
     sample_tasks: TaskSampler,
+    config: MetaTrainConfig | ReptileConfig,
     *,
-    iterations: int,
-    meta_batch_size: int,
-    seed: int,
     device: torch.device,
     progress: bool,
     description: str,
@@ -279,8 +273,8 @@ def outer_loop(
         meta_step: ``meta_step(batch, iteration)`` updates theta from one batch and
             returns its (detached) meta-loss.
         sample_tasks: ``sample_tasks(num_tasks, *, generator) -> TaskBatch``, drawn from
-            a generator seeded with ``seed`` and moved to ``device``.
-        iterations, meta_batch_size: how many meta-steps, of how many tasks.
+            a generator seeded with ``config.seed`` and moved to ``device``.
+        config: how many meta-steps (``iterations``), of how many tasks (``meta_batch_size``).
         progress, description: the tqdm progress bar and its label.
 
     Returns:
@@ -291,13 +285,13 @@ def outer_loop(
         raise TypeError(
             f"sample_tasks must be callable as sample_tasks(num_tasks, *, generator), got {sample_tasks!r}"
         )
-    generator = torch.Generator().manual_seed(seed)
-    meta_losses = torch.empty(iterations, device=device)
-    report_every = max(1, iterations // 100)
+    generator = torch.Generator().manual_seed(config.seed)
+    meta_losses = torch.empty(config.iterations, device=device)
+    report_every = max(1, config.iterations // 100)
     start = time.perf_counter()
-    with tqdm(range(iterations), desc=description, disable=not progress) as bar:
+    with tqdm(range(config.iterations), desc=description, disable=not progress) as bar:
         for iteration in bar:
-            batch = sample_tasks(meta_batch_size, generator=generator).to(device)
+            batch = sample_tasks(config.meta_batch_size, generator=generator).to(device)
             meta_losses[iteration] = meta_step(batch, iteration)
             if progress and iteration % report_every == 0:
                 bar.set_postfix(meta_loss=f"{meta_losses[iteration].item():.3f}")
