@@ -10,7 +10,8 @@ from torch.func import functional_call
 
 import mamlbook as mb
 from mamlbook.checks import check_maml_loss
-from mamlbook.checks.maml import _PROBLEMS, _mistakes, _problem
+from mamlbook.checks._problems import sinusoid_problem
+from mamlbook.checks.maml import _PROBLEMS, _mistakes
 
 
 def inner_step(model, phi, x, y, loss_fn, inner_lr, create_graph=True, sign=-1.0):
@@ -247,7 +248,7 @@ def test_check_maml_loss_names_graph_cuts_as_cuts():
 
 def test_the_mistakes_give_distinct_values_on_every_problem():
     for seed, (steps, loss_fn) in enumerate(_PROBLEMS):
-        model, batch = _problem(seed)
+        model, batch = sinusoid_problem(seed)
         params = {name: tensor.detach() for name, tensor in model.named_parameters()}
         values = dict(_mistakes(model, params, batch, loss_fn, steps))
         values["correct"] = mb.maml_loss(

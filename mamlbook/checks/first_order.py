@@ -22,11 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inner import per_task
-from ..models import MLP
-from ..tasks import Sinusoid
+from ..reference import adapt_one_task, maml_loss
 from ..types import Params, TaskBatch
-from ._per_task import adapted_per_task, losses_per_task
+from ._problems import all_close, leaves, sinusoid_problem
 from .result import CheckResult
 
 _INNER_LR = 0.05
@@ -67,33 +65,27 @@ _HINTS = {
 }
 
 
-def _problem(seed: int) -> tuple[nn.Module, TaskBatch]:
-    """A 1-8-8-1 MLP and 3 sinusoid tasks (5 support, 6 query points), float64, seeded."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = MLP(1, (8, 8)).double()
-    batch = Sinusoid().sample(3, 5, 6, generator=torch.Generator().manual_seed(seed))
-    return model, TaskBatch(*(tensor.double() for tensor in batch))
-
-
-def _adapted(model: nn.Module, starts: Params, batch: TaskBatch, steps: int) -> Params:
-    """Each task adapted from ``starts`` (tensors ``(T, ...)``), first order, detached."""
-    starts = {name: tensor.detach() for name, tensor in starts.items()}
-    return adapted_per_task(
-        model,
-        starts,
-        batch.support_x,
-        batch.support_y,
-        loss_fn=F.mse_loss,
-        inner_lr=_INNER_LR,
-        inner_steps=steps,
-        first_order=True,
-    )
+def _adapted(model: nn.Module, theta: Params, batch: TaskBatch, steps: int) -> Params:
+    """Each task's phi, adapted from ``theta`` on its support set, first order and detached: ``(T, ...)``."""
+    phis = [
+        adapt_one_task(
+            model,
+            leaves(theta),
+            support_x,
+            support_y,
+            loss_fn=F.mse_loss,
+            inner_lr=_INNER_LR,
+            inner_steps=steps,
+            first_order=True,
+        )
+        for support_x, support_y in zip(batch.support_x, batch.support_y, strict=True)
+    ]
+    return {name: torch.stack([phi[name] for phi in phis]).detach() for name in theta}
 
 
 def _call(fn: Callable[..., Params], model: nn.Module, batch: TaskBatch, **settings) -> tuple | CheckResult:
     """Run ``fn`` on leaf copies of the model's parameters: (theta, result) or a hint."""
-    theta = {name: tensor.detach().clone().requires_grad_() for name, tensor in model.named_parameters()}
+    theta = leaves(dict(model.named_parameters()))
     try:
         result = fn(model, theta, batch, loss_fn=F.mse_loss, inner_lr=_INNER_LR, **settings)
     except Exception as error:  # any failure of the reader's code is the verdict
@@ -113,18 +105,20 @@ def _call(fn: Callable[..., Params], model: nn.Module, batch: TaskBatch, **setti
 
 
 def _close(actual: Params, expected: Params) -> bool:
-    return all(bool(torch.allclose(actual[name], expected[name], **_TOLERANCE)) for name in expected)
+    return all_close(actual, expected, **_TOLERANCE)
 
 
-def _match(result: Params, candidates: list[tuple[str, Params]]) -> CheckResult | None:
-    """The hint of the first candidate that ``result`` equals, or None."""
-    return next((CheckResult.hint(_HINTS[key]) for key, wrong in candidates if _close(result, wrong)), None)
+def _hint(result: Params, mistakes: list[tuple[str, Params]], otherwise: str) -> CheckResult:
+    """The hint of the first mistake that gives ``result``, else ``otherwise``."""
+    return CheckResult.hint(
+        next((_HINTS[key] for key, wrong in mistakes if _close(result, wrong)), otherwise)
+    )
 
 
 def _reptile_answers(model, batch, steps, epsilon) -> tuple[Params, list[tuple[str, Params]]]:
     """The correct new theta and what each classic mistake would give instead."""
     theta = {name: tensor.detach() for name, tensor in model.named_parameters()}
-    phi = _adapted(model, per_task(theta, batch.num_tasks), batch, steps)  # (T, ...) each
+    phi = _adapted(model, theta, batch, steps)  # (T, ...) each
     diff = {name: phi[name] - theta[name] for name in theta}  # (T, ...) each
 
     def step(scale: float, update: Callable[[str], torch.Tensor], start: float = 1.0) -> Params:
@@ -132,7 +126,7 @@ def _reptile_answers(model, batch, steps, epsilon) -> tuple[Params, list[tuple[s
 
     moved = dict(theta)
     for task in range(batch.num_tasks):  # each task adapted from theta as moved by the previous ones
-        task_phi = _adapted(model, per_task(moved, 1), batch.slice_tasks(task, task + 1), steps)
+        task_phi = _adapted(model, moved, batch.slice_tasks(task, task + 1), steps)
         moved = {name: moved[name] + epsilon * (task_phi[name][0] - moved[name]) for name in theta}
     mistakes = [
         ("sequential", moved),
@@ -165,72 +159,53 @@ def check_reptile_step(fn: Callable[..., Params]) -> CheckResult:
     if not callable(fn):
         raise TypeError(f"fn must be a function reptile_step(model, theta, batch, ...), got {fn!r}")
     for seed, (steps, epsilon) in enumerate(_REPTILE_PROBLEMS):
-        model, batch = _problem(seed)
+        model, batch = sinusoid_problem(seed)
         ran = _call(fn, model, batch, inner_steps=steps, epsilon=epsilon)
         if isinstance(ran, CheckResult):
             return ran
         theta, result = ran
         expected, mistakes = _reptile_answers(model, batch, steps, epsilon)
-        changed = not _close(
-            {name: tensor.detach() for name, tensor in theta.items()}, dict(model.named_parameters())
-        )
-        if _close(result, expected):
-            if changed:
-                return CheckResult.hint(_HINTS["in_place"])
-            continue
-        hint = _match(result, mistakes)
-        if hint is not None:
-            return hint
-        return CheckResult.hint(
-            f"the new theta differs from theta + epsilon * mean_t(phi_t - theta) (inner_steps={steps}, "
-            f"epsilon={epsilon}): check that each task is adapted from theta on its support set"
-        )
+        if not _close(result, expected):
+            return _hint(
+                result,
+                mistakes,
+                f"the new theta differs from theta + epsilon * mean_t(phi_t - theta) (inner_steps={steps}, "
+                f"epsilon={epsilon}): check that each task is adapted from theta on its support set",
+            )
+        if not _close(theta, dict(model.named_parameters())):
+            return CheckResult.hint(_HINTS["in_place"])
     return CheckResult.correct("the new theta equals theta + epsilon * mean_t(phi_t - theta) (2 and 3 steps)")
-
-
-def _query_grads(model: nn.Module, points: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
-    """Each task's loss gradient at its own parameters ``points`` (tensors ``(T, ...)``)."""
-    leaves = {name: tensor.detach().requires_grad_() for name, tensor in points.items()}
-    grads = torch.autograd.grad(losses_per_task(model, leaves, x, y, F.mse_loss).sum(), list(leaves.values()))
-    return dict(zip(leaves, grads, strict=True))
 
 
 def _fomaml_answers(model, batch, steps) -> tuple[Params, list[tuple[str, Params]]]:
     """The first-order meta-gradient and what each classic mistake would give instead."""
-    theta = {name: tensor.detach() for name, tensor in model.named_parameters()}
-    starts = per_task(theta, batch.num_tasks)
-    phi = _adapted(model, starts, batch, steps)
-    per_task_grads = _query_grads(model, phi, batch.query_x, batch.query_y)  # (T, ...) each
-    expected = {name: grad.mean(0) for name, grad in per_task_grads.items()}
-    leaves = {name: tensor.clone().requires_grad_() for name, tensor in theta.items()}
-    exact_phi = adapted_per_task(
-        model,
-        per_task(leaves, batch.num_tasks),
-        batch.support_x,
-        batch.support_y,
-        loss_fn=F.mse_loss,
-        inner_lr=_INNER_LR,
-        inner_steps=steps,
-    )
-    exact = losses_per_task(model, exact_phi, batch.query_x, batch.query_y, F.mse_loss).mean()
+
+    def gradient(tasks: TaskBatch, inner_steps: int = steps, first_order: bool = True) -> Params:
+        theta = leaves(dict(model.named_parameters()))
+        loss = maml_loss(
+            model,
+            theta,
+            tasks,
+            loss_fn=F.mse_loss,
+            inner_lr=_INNER_LR,
+            inner_steps=inner_steps,
+            first_order=first_order,
+        )
+        return dict(zip(theta, torch.autograd.grad(loss, list(theta.values())), strict=True))
+
+    expected, tasks = gradient(batch), batch.num_tasks
+    on_support = TaskBatch(batch.support_x, batch.support_y, batch.support_x, batch.support_y)
     mistakes = [
-        ("second_order", dict(zip(leaves, torch.autograd.grad(exact, list(leaves.values())), strict=True))),
-        (
-            "at_theta",
-            {n: g.mean(0) for n, g in _query_grads(model, starts, batch.query_x, batch.query_y).items()},
-        ),
-        (
-            "support",
-            {n: g.mean(0) for n, g in _query_grads(model, phi, batch.support_x, batch.support_y).items()},
-        ),
-        ("grad_sum", {name: grad.sum(0) for name, grad in per_task_grads.items()}),
-        ("grad_one_task", {name: grad[-1] for name, grad in per_task_grads.items()}),
-        ("grad_one_task", {name: grad[0] for name, grad in per_task_grads.items()}),
+        ("second_order", gradient(batch, first_order=False)),
+        ("at_theta", gradient(batch, inner_steps=0)),
+        ("support", gradient(on_support)),
+        ("grad_sum", {name: tasks * grad for name, grad in expected.items()}),
+        ("grad_one_task", gradient(batch.slice_tasks(tasks - 1, tasks))),
+        ("grad_one_task", gradient(batch.slice_tasks(0, 1))),
         ("grad_sign", {name: -grad for name, grad in expected.items()}),
     ]
     if steps > 1:
-        one_step = _query_grads(model, _adapted(model, starts, batch, 1), batch.query_x, batch.query_y)
-        mistakes.append(("one_step", {name: grad.mean(0) for name, grad in one_step.items()}))
+        mistakes.append(("one_step", gradient(batch, inner_steps=1)))
     return expected, mistakes
 
 
@@ -252,21 +227,19 @@ def check_fomaml_gradient(fn: Callable[..., Params]) -> CheckResult:
     if not callable(fn):
         raise TypeError(f"fn must be a function fomaml_gradient(model, theta, batch, ...), got {fn!r}")
     for seed, steps in enumerate(_FOMAML_PROBLEMS):
-        model, batch = _problem(seed)
+        model, batch = sinusoid_problem(seed)
         ran = _call(fn, model, batch, inner_steps=steps)
         if isinstance(ran, CheckResult):
             return ran
         _, result = ran
         expected, mistakes = _fomaml_answers(model, batch, steps)
-        if _close(result, expected):
-            continue
-        hint = _match(result, mistakes)
-        if hint is not None:
-            return hint
-        return CheckResult.hint(
-            f"the gradient differs from the first-order meta-gradient (inner_steps={steps}): adapt each task "
-            "from theta on its support set, then take the query-loss gradient at phi"
-        )
+        if not _close(result, expected):
+            return _hint(
+                result,
+                mistakes,
+                f"the gradient differs from the first-order meta-gradient (inner_steps={steps}): "
+                "adapt each task from theta on its support set, then take the query-loss gradient at phi",
+            )
     return CheckResult.correct(
         "the gradient equals first-order MAML's, the query gradient at phi averaged over tasks "
         "(1 and 2 steps)"

@@ -28,12 +28,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
-from ..inner import per_task
-from ..models import MLP
-from ..tasks import Sinusoid
+from ..reference import adapt_one_task, maml_loss
 from ..types import LossFn, Params, TaskBatch
-from ._per_task import adapted_per_task, losses_per_task
+from ._problems import leaves, sinusoid_problem
 from .result import CheckResult
 
 _INNER_LR = 0.05
@@ -68,98 +67,39 @@ _HINTS = {
 }
 
 
-def _problem(seed: int) -> tuple[nn.Module, TaskBatch]:
-    """A 1-8-8-1 MLP and 3 sinusoid tasks (5 support, 6 query points), float64, seeded."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = MLP(1, (8, 8)).double()
-    generator = torch.Generator().manual_seed(seed)
-    batch = Sinusoid().sample(3, 5, 6, generator=generator)
-    return model, TaskBatch(*(tensor.double() for tensor in batch))
-
-
-def _mean_query_loss(
-    model: nn.Module,
-    starts: Params,
-    batch: TaskBatch,
-    loss_fn: LossFn,
-    *,
-    inner_lr: float,
-    inner_steps: int,
-    first_order: bool = False,
-) -> torch.Tensor:
-    """Mean query loss of T tasks adapted from ``starts`` (tensors ``(T, ...)``)."""
-    adapted = adapted_per_task(
-        model,
-        starts,
-        batch.support_x,
-        batch.support_y,
-        loss_fn=loss_fn,
-        inner_lr=inner_lr,
-        inner_steps=inner_steps,
-        first_order=first_order,
-    )
-    return losses_per_task(model, adapted, batch.query_x, batch.query_y, loss_fn).mean()
-
-
-def _shared_adaptation(model, params, batch, loss_fn, *, inner_lr, inner_steps):
-    """One phi for all tasks, adapted on the T * K support points at once."""
-    tasks = batch.num_tasks
-    support_x = batch.support_x.reshape(1, -1, *batch.support_x.shape[2:])  # (1, T * K, ...)
-    support_y = batch.support_y.reshape(1, -1, *batch.support_y.shape[2:])
-    shared = adapted_per_task(
-        model,
-        per_task(params, 1),
-        support_x,
-        support_y,
-        loss_fn=loss_fn,
-        inner_lr=inner_lr,
-        inner_steps=inner_steps,
-    )
-    starts = {name: tensor.expand(tasks, *tensor.shape[1:]) for name, tensor in shared.items()}
-    return losses_per_task(model, starts, batch.query_x, batch.query_y, loss_fn).mean()
-
-
-def _sequential(model, params, batch, loss_fn, *, inner_lr, inner_steps):
-    """Task t adapted from task t-1's adapted parameters, the first from theta."""
-    start, losses = per_task(params, 1), []
-    for task in range(batch.num_tasks):
-        one = batch.slice_tasks(task, task + 1)
-        start = adapted_per_task(
-            model,
-            start,
-            one.support_x,
-            one.support_y,
-            loss_fn=loss_fn,
-            inner_lr=inner_lr,
-            inner_steps=inner_steps,
-        )
-        losses.append(losses_per_task(model, start, one.query_x, one.query_y, loss_fn))
-    return torch.cat(losses).mean()
-
-
 def _mistakes(
     model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, steps: int
 ) -> dict[str, torch.Tensor]:
     """What each classic mistake gives as the meta-loss on this problem."""
-    tasks, lr = batch.num_tasks, _INNER_LR
-    loss = functools.partial(_mean_query_loss, model, per_task(params, tasks))
-    on_query = TaskBatch(batch.query_x, batch.query_y, batch.query_x, batch.query_y)
+    theta = leaves(params)
+    loss = functools.partial(maml_loss, model, theta, loss_fn=loss_fn, inner_lr=_INNER_LR, inner_steps=steps)
+    pooled = TaskBatch(*(tensor.flatten(0, 1)[None] for tensor in batch))  # one task of all the points
     found = {
-        "query_adapt": loss(on_query, loss_fn, inner_lr=lr, inner_steps=steps),
-        "sign": loss(batch, loss_fn, inner_lr=-lr, inner_steps=steps),
-        "sum_tasks": tasks * loss(batch, loss_fn, inner_lr=lr, inner_steps=steps),
-        "shared_adaptation": _shared_adaptation(
-            model, params, batch, loss_fn, inner_lr=lr, inner_steps=steps
-        ),
-        "sequential": _sequential(model, params, batch, loss_fn, inner_lr=lr, inner_steps=steps),
-        "no_adaptation": loss(batch, loss_fn, inner_lr=lr, inner_steps=0),
+        "query_adapt": loss(TaskBatch(batch.query_x, batch.query_y, batch.query_x, batch.query_y)),
+        "sign": loss(batch, inner_lr=-_INNER_LR),
+        "sum_tasks": batch.num_tasks * loss(batch),
+        "shared_adaptation": loss(pooled),
+        "sequential": _sequential(model, theta, batch, loss_fn, steps),
+        "no_adaptation": loss(batch, inner_steps=0),
     }
     if steps > 1:
-        found["one_step"] = loss(batch, loss_fn, inner_lr=lr, inner_steps=1)
+        found["one_step"] = loss(batch, inner_steps=1)
     if loss_fn is not F.mse_loss:
-        found["fixed_loss"] = loss(batch, F.mse_loss, inner_lr=lr, inner_steps=steps)
-    return found
+        found["fixed_loss"] = loss(batch, loss_fn=F.mse_loss)
+    return {name: loss.detach() for name, loss in found.items()}
+
+
+def _sequential(
+    model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, steps: int
+) -> torch.Tensor:
+    """The meta-loss when task t is adapted from task t-1's adapted parameters, the first from theta."""
+    phi, losses = params, []
+    for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
+        phi = adapt_one_task(
+            model, phi, support_x, support_y, loss_fn=loss_fn, inner_lr=_INNER_LR, inner_steps=steps
+        )
+        losses.append(loss_fn(functional_call(model, phi, (query_x,)), query_y))
+    return torch.stack(losses).mean()
 
 
 def _first_sentence(error: Exception) -> str:
@@ -174,8 +114,8 @@ def _graph_error(error: RuntimeError) -> bool:
 
 def _run(fn: Callable[..., torch.Tensor], model, batch, loss_fn, steps):
     """The student's value and meta-gradient, or a CheckResult hint when there is none."""
-    params = {name: tensor.detach().clone().requires_grad_() for name, tensor in model.named_parameters()}
-    leaves, before = list(params.values()), [tensor.detach().clone() for tensor in params.values()]
+    params = leaves(dict(model.named_parameters()))
+    theta, before = list(params.values()), [tensor.detach().clone() for tensor in params.values()]
     call = "fn(model, params, batch, loss_fn=..., inner_lr=..., inner_steps=...)"
     try:
         value = fn(model, params, batch, loss_fn=loss_fn, inner_lr=_INNER_LR, inner_steps=steps)
@@ -185,7 +125,7 @@ def _run(fn: Callable[..., torch.Tensor], model, batch, loss_fn, steps):
         return CheckResult.hint(f"{call} raised RuntimeError: {error}")
     except Exception as error:  # any failure of the reader's code is the verdict
         return CheckResult.hint(f"{call} raised {type(error).__name__}: {error}")
-    if any(not torch.equal(leaf.detach(), old) for leaf, old in zip(leaves, before, strict=True)):
+    if any(not torch.equal(leaf.detach(), old) for leaf, old in zip(theta, before, strict=True)):
         return CheckResult.hint(_HINTS["graph"].format(why="the function changed theta itself in place"))
     if not isinstance(value, torch.Tensor):
         return CheckResult.hint(f"the function must return a scalar tensor, got {type(value).__name__}")
@@ -196,7 +136,7 @@ def _run(fn: Callable[..., torch.Tensor], model, batch, loss_fn, steps):
     if not value.requires_grad:
         return CheckResult.hint(_HINTS["graph"].format(why="the loss does not require grad"))
     try:
-        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+        grads = torch.autograd.grad(value, theta, allow_unused=True)
     except RuntimeError as error:
         return CheckResult.hint(_HINTS["graph"].format(why=f"autograd raised {_first_sentence(error)!r}"))
     if any(grad is None or not bool(grad.any()) for grad in grads):
@@ -205,57 +145,44 @@ def _run(fn: Callable[..., torch.Tensor], model, batch, loss_fn, steps):
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
-    return bool(torch.allclose(actual, expected, **_TOLERANCE))
+    return bool(torch.allclose(actual, expected.detach(), **_TOLERANCE))
 
 
-def _grads_close(actual, expected) -> bool:
-    return all(_close(a, e) for a, e in zip(actual, expected, strict=True))
+def _gradient_is(grads: tuple[torch.Tensor, ...], loss: torch.Tensor, params: Params) -> bool:
+    """Whether ``grads`` are the gradient of ``loss`` with respect to ``params``."""
+    expected = torch.autograd.grad(loss, list(params.values()))
+    return all(_close(grad, wanted) for grad, wanted in zip(grads, expected, strict=True))
 
 
-def _reference(model: nn.Module, params: Params, batch: TaskBatch, loss_fn: LossFn, steps: int, **kwargs):
-    """The package's meta-loss on the problem, from ``params`` (``first_order`` in kwargs)."""
-    starts = per_task(params, batch.num_tasks)
-    return _mean_query_loss(model, starts, batch, loss_fn, inner_lr=_INNER_LR, inner_steps=steps, **kwargs)
-
-
-def _gradient_hint(grads, model, params, batch, loss_fn, steps) -> CheckResult | None:
-    """For a right value: None when the gradient is right too, else what it looks like."""
-    leaves = list(params.values())
-    if _grads_close(grads, torch.autograd.grad(_reference(model, params, batch, loss_fn, steps), leaves)):
+def _diagnose(fn: Callable[..., torch.Tensor], seed: int, steps: int, loss_fn: LossFn) -> CheckResult | None:
+    """None when ``fn`` agrees with ``maml_loss`` in value and gradient on one problem, else a hint."""
+    model, batch = sinusoid_problem(seed)
+    ran = _run(fn, model, batch, loss_fn, steps)
+    if isinstance(ran, CheckResult):
+        return ran
+    value, grads = ran
+    params = leaves(dict(model.named_parameters()))
+    loss = functools.partial(
+        maml_loss, model, params, batch, loss_fn=loss_fn, inner_lr=_INNER_LR, inner_steps=steps
+    )
+    expected = loss()
+    if not _close(value, expected):
+        mistakes = _mistakes(model, params, batch, loss_fn, steps)
+        name = next((name for name, wrong in mistakes.items() if _close(value, wrong)), None)
+        if name is not None:
+            return CheckResult.hint(_HINTS[name])
+        return CheckResult.hint(
+            f"the meta-loss is {value.item():.6g}, expected {expected.item():.6g} (inner_steps={steps}, "
+            f"{getattr(loss_fn, '__name__', 'loss_fn')}): compare your loop with the equations of chapter 4"
+        )
+    if _gradient_is(grads, expected, params):
         return None
-    first_order = _reference(model, params, batch, loss_fn, steps, first_order=True)
-    if _grads_close(grads, torch.autograd.grad(first_order, leaves)):
+    if _gradient_is(grads, loss(first_order=True), params):
         return CheckResult.hint(_HINTS["first_order"])
     return CheckResult.hint(
         "the value is right but the meta-gradient is not: look for a .detach() or a tensor "
         "rebuilt from plain numbers"
     )
-
-
-def _value_hint(value, expected, model, params, batch, loss_fn, steps) -> CheckResult:
-    """For a wrong value: the mistake that gives the same value, or a generic hint."""
-    constant_theta = {name: tensor.detach() for name, tensor in params.items()}
-    for name, wrong in _mistakes(model, constant_theta, batch, loss_fn, steps).items():
-        if _close(value, wrong.detach()):
-            return CheckResult.hint(_HINTS[name])
-    return CheckResult.hint(
-        f"the meta-loss is {value.item():.6g}, expected {expected.item():.6g} (inner_steps={steps}, "
-        f"{getattr(loss_fn, '__name__', 'loss_fn')}): compare your loop with the equations of chapter 4"
-    )
-
-
-def _diagnose(fn: Callable[..., torch.Tensor], seed: int, steps: int, loss_fn: LossFn) -> CheckResult | None:
-    """None when ``fn`` agrees with ``maml_loss`` on one problem, else a hint."""
-    model, batch = _problem(seed)
-    ran = _run(fn, model, batch, loss_fn, steps)
-    if isinstance(ran, CheckResult):
-        return ran
-    value, grads = ran
-    params = {name: tensor.detach().requires_grad_() for name, tensor in model.named_parameters()}
-    expected = _reference(model, params, batch, loss_fn, steps).detach()
-    if _close(value, expected):
-        return _gradient_hint(grads, model, params, batch, loss_fn, steps)
-    return _value_hint(value, expected, model, params, batch, loss_fn, steps)
 
 
 def check_maml_loss(fn: Callable[..., torch.Tensor]) -> CheckResult:

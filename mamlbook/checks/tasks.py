@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
-from ..inner import per_task
-from ..meta import adapt
-from ..models import MLP
-from ..tasks import Sinusoid
+from ..reference import adapt_one_task
 from ..types import Params, TaskBatch
-from ._per_task import adapted_per_task, losses_per_task
+from ._problems import leaves, sinusoid_problem
 from .result import CheckResult
 
 _Z95 = 1.96  # the 97.5 % quantile of the standard normal distribution
 _STEPS = 3  # fine-tuning steps asked of score_tasks
-
-
-def _reference_interval(losses: torch.Tensor, *, ddof: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over tasks (dim 0) and 1.96 standard errors, for ``(T, S)`` losses."""
-    num_tasks = losses.shape[0]
-    std = losses.std(dim=0, correction=ddof)
-    return losses.mean(dim=0), _Z95 * std / math.sqrt(num_tasks)
 
 
 def _as_tensor(value: object) -> torch.Tensor | None:
@@ -53,22 +45,21 @@ def _column_hint(value: torch.Tensor | None, name: str, length: int) -> CheckRes
 
 def _interval_hint(half_width: torch.Tensor, losses: torch.Tensor) -> str:
     """Name the mistake in a wrong half-width by comparing it with usual wrong answers."""
-    num_tasks = losses.shape[0]
-    std = losses.std(dim=0)
-    candidates = [
+    num_tasks, std = losses.shape[0], losses.std(dim=0)
+    mistakes = [
         (_Z95 * std, "divide the standard deviation by sqrt(T): the interval is about the mean of T tasks"),
         (_Z95 * std / num_tasks, "divide by sqrt(T), not by T"),
         (
-            _reference_interval(losses, ddof=0)[1],
+            _Z95 * losses.std(dim=0, correction=0) / math.sqrt(num_tasks),
             "use the sample standard deviation (divide by T - 1, not T)",
         ),
         (std / math.sqrt(num_tasks), "a 95 % interval spans 1.96 standard errors on each side"),
         (_Z95 * std**2 / math.sqrt(num_tasks), "use the standard deviation, not the variance"),
     ]
-    for candidate, hint in candidates:
-        if torch.allclose(half_width, candidate, rtol=1e-6):
-            return hint
-    return "the half-width should be 1.96 * (sample standard deviation over tasks) / sqrt(T)"
+    return next(
+        (hint for wrong, hint in mistakes if torch.allclose(half_width, wrong, rtol=1e-6)),
+        "the half-width should be 1.96 * (sample standard deviation over tasks) / sqrt(T)",
+    )
 
 
 def check_mean_and_ci95(mean_and_ci95: Callable[[torch.Tensor], tuple[object, object]]) -> CheckResult:
@@ -104,80 +95,64 @@ def check_mean_and_ci95(mean_and_ci95: Callable[[torch.Tensor], tuple[object, ob
             hint = _column_hint(value, name, num_steps)
             if hint is not None:
                 return hint
-        expected_mean, expected_half_width = _reference_interval(losses)
-        if not torch.allclose(mean, expected_mean, rtol=1e-6):
+        if not torch.allclose(mean, losses.mean(dim=0), rtol=1e-6):
             return CheckResult.hint("the mean should be the average over tasks, dim 0 of the (T, S) input")
-        if not torch.allclose(half_width, expected_half_width, rtol=1e-6):
+        if not torch.allclose(half_width, _Z95 * losses.std(dim=0) / math.sqrt(num_tasks), rtol=1e-6):
             return CheckResult.hint(_interval_hint(half_width, losses))
     return CheckResult.correct("the mean over tasks and the 95 % half-width 1.96 s / sqrt(T) are right")
 
 
-def _problem() -> tuple[nn.Module, Params, TaskBatch]:
-    """A small float64 network with leaf params, and four sinusoid tasks."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = MLP(1, hidden=(8,)).double()
-    params = {name: tensor.detach().clone().requires_grad_() for name, tensor in model.named_parameters()}
-    batch = Sinusoid().sample(4, 5, 7, generator=torch.Generator().manual_seed(0))
-    return model, params, TaskBatch(*(tensor.double() for tensor in batch))
-
-
 def _scores(
-    model: nn.Module, params: Params, adapt_on: tuple, score_on: tuple, *, lr: float, steps: int
+    model: nn.Module,
+    params: Params,
+    *,
+    adapt_on: tuple,
+    score_on: tuple,
+    lr: float,
+    steps: int = _STEPS,
+    chained: bool = False,
 ) -> torch.Tensor:
-    """``(T,)`` loss on ``score_on`` of each task after ``steps`` SGD steps on ``adapt_on``."""
-    theta = {name: tensor.detach() for name, tensor in params.items()}
-    num_tasks = adapt_on[0].shape[0]
-    adapted = adapted_per_task(
-        model,
-        per_task(theta, num_tasks),
-        *adapt_on,
-        loss_fn=F.mse_loss,
-        inner_lr=lr,
-        inner_steps=steps,
-        first_order=True,
-    )
-    with torch.no_grad():
-        return losses_per_task(model, adapted, *score_on, F.mse_loss)
-
-
-def _chained_scores(
-    model: nn.Module, params: Params, batch: TaskBatch, *, lr: float, steps: int
-) -> torch.Tensor:
-    """The mistake of starting each task from the previous task's adapted parameters."""
-    start, losses = {name: tensor.detach() for name, tensor in params.items()}, []
-    for support_x, support_y, query_x, query_y in zip(*batch, strict=True):
-        start = adapt(model, start, support_x, support_y, loss_fn=F.mse_loss, inner_lr=lr, inner_steps=steps)
-        losses.append(F.mse_loss(torch.func.functional_call(model, start, (query_x,)), query_y).detach())
-    return torch.stack(losses)
+    """``(T,)`` loss on ``score_on`` of each task after ``steps`` SGD steps on ``adapt_on``, from
+    ``params``, or with ``chained`` (a mistake) from the previous task's adapted parameters."""
+    phi, scores = params, []
+    for adapt_x, adapt_y, score_x, score_y in zip(*adapt_on, *score_on, strict=True):
+        start = leaves(phi if chained else params)
+        phi = adapt_one_task(
+            model,
+            start,
+            adapt_x,
+            adapt_y,
+            loss_fn=F.mse_loss,
+            inner_lr=lr,
+            inner_steps=steps,
+            first_order=True,
+        )
+        scores.append(F.mse_loss(functional_call(model, phi, (score_x,)), score_y).detach())
+    return torch.stack(scores)
 
 
 def _scoring_hint(scores: torch.Tensor, model: nn.Module, params: Params, batch: TaskBatch, lr: float) -> str:
     """Name the mistake in wrong per-task scores by comparing them with usual wrong answers."""
     support, query = batch[:2], batch[2:]
-    wrong_setups = [  # (adapt on, score on, step size, steps, hint)
-        (support, support, lr, _STEPS, "you scored on the support set; score on the query set"),
-        (query, query, lr, _STEPS, "you fine-tuned on the query set; fine-tune on the support set"),
-        (query, support, lr, _STEPS, "support and query are swapped"),
-        (support, query, lr, 0, "the params were not fine-tuned: take `steps` steps first"),
-        (support, query, -lr, _STEPS, "wrong sign: step against the gradient"),
-        (support, query, lr, _STEPS - 1, "one step too few: take exactly `steps` steps"),
-        (support, query, lr, _STEPS + 1, "one step too many: take exactly `steps` steps"),
-    ]
-    candidates = [
-        (_scores(model, params, adapt_on, score_on, lr=step_size, steps=steps), hint)
-        for adapt_on, score_on, step_size, steps, hint in wrong_setups
-    ]
-    candidates.append(
+    mistakes = {  # hint: what the mistake changes in the right computation
+        "you scored on the support set; score on the query set": {"score_on": support},
+        "you fine-tuned on the query set; fine-tune on the support set": {"adapt_on": query},
+        "support and query are swapped": {"adapt_on": query, "score_on": support},
+        "the params were not fine-tuned: take `steps` steps first": {"steps": 0},
+        "wrong sign: step against the gradient": {"lr": -lr},
+        "one step too few: take exactly `steps` steps": {"steps": _STEPS - 1},
+        "one step too many: take exactly `steps` steps": {"steps": _STEPS + 1},
+        "start every task from params, not from the previous task's result": {"chained": True},
+    }
+    scores_with = functools.partial(_scores, model, params, adapt_on=support, score_on=query, lr=lr)
+    return next(
         (
-            _chained_scores(model, params, batch, lr=lr, steps=_STEPS),
-            "start every task from params, not from the previous task's result",
-        )
+            hint
+            for hint, change in mistakes.items()
+            if torch.allclose(scores, scores_with(**change), rtol=1e-6)
+        ),
+        "the scores differ from the query loss after `steps` SGD steps on each task's support set",
     )
-    for candidate, hint in candidates:
-        if torch.allclose(scores, candidate, rtol=1e-6):
-            return hint
-    return "the scores differ from the query loss after `steps` SGD steps on each task's support set"
 
 
 def check_fine_tune_scores(score_tasks: Callable[..., torch.Tensor]) -> CheckResult:
@@ -196,7 +171,8 @@ def check_fine_tune_scores(score_tasks: Callable[..., torch.Tensor]) -> CheckRes
     """
     if not callable(score_tasks):
         raise TypeError(f"score_tasks must be a function, got {type(score_tasks).__name__}")
-    model, params, batch = _problem()
+    model, batch = sinusoid_problem(0, hidden=(8,), num_tasks=4, n_query=7)
+    params = leaves(dict(model.named_parameters()))
     before = {name: tensor.detach().clone() for name, tensor in params.items()}
     lr = 0.05
     try:
@@ -212,7 +188,7 @@ def check_fine_tune_scores(score_tasks: Callable[..., torch.Tensor]) -> CheckRes
             f"return one loss per task, a tensor of shape (T,) = ({batch.num_tasks},), not their mean "
             f"over tasks or a loss per point; got {shape}"
         )
-    expected = _scores(model, params, batch[:2], batch[2:], lr=lr, steps=_STEPS)
+    expected = _scores(model, params, adapt_on=batch[:2], score_on=batch[2:], lr=lr)
     if not torch.allclose(result, expected, rtol=1e-6):
         return CheckResult.hint(_scoring_hint(result, model, params, batch, lr))
     return CheckResult.correct(
