@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..models import MLP
 from ..types import Params
+from ._problems import all_close, float64_mlp, leaves
 from .result import CheckResult
 
 SgdStep = Callable[..., Params]
@@ -21,32 +21,25 @@ _LR = 0.1
 
 def _problem() -> tuple[nn.Module, Params, torch.Tensor, torch.Tensor]:
     """A small float64 network whose own weights differ from the params passed to the step."""
+    model = float64_mlp((8,), seed=0)
     generator = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = MLP(1, hidden=(8,)).double()
     params = {
-        name: (tensor.detach() + 0.3 * torch.randn(tensor.shape, generator=generator, dtype=torch.float64))
-        .clone()
-        .requires_grad_()
+        name: tensor.detach() + 0.3 * torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
         for name, tensor in model.named_parameters()
     }
     x = torch.linspace(-2.0, 2.0, 6, dtype=torch.float64)[:, None]
-    return model, params, x, torch.sin(x)
+    return model, leaves(params), x, torch.sin(x)
 
 
 def _gradient(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
     """The gradient of the MSE of ``functional_call(model, params)`` with respect to ``params``."""
-    leaves = {name: tensor.detach().requires_grad_() for name, tensor in params.items()}
-    loss = F.mse_loss(functional_call(model, leaves, (x,)), y)
-    return dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
+    theta = leaves(params)
+    loss = F.mse_loss(functional_call(model, theta, (x,)), y)
+    return dict(zip(theta, torch.autograd.grad(loss, list(theta.values())), strict=True))
 
 
 def _close(result: Mapping[str, torch.Tensor], expected: Params) -> bool:
-    return all(
-        torch.allclose(result[name].detach(), tensor, rtol=1e-9, atol=1e-12)
-        for name, tensor in expected.items()
-    )
+    return all_close(result, expected, rtol=1e-9, atol=1e-12)
 
 
 def _error_hint(error: Exception) -> CheckResult:
@@ -88,10 +81,10 @@ def _value_hint(result: Mapping[str, torch.Tensor], params: Params, gradient: Pa
             "evaluate with functional_call(model, params, (x,))",
         ),
     ]
-    for expected, hint in candidates:
-        if _close(result, expected):
-            return hint
-    return "the new parameters differ from params - lr * gradient of the loss at params"
+    return next(
+        (hint for wrong, hint in candidates if _close(result, wrong)),
+        "the new parameters differ from params - lr * gradient of the loss at params",
+    )
 
 
 def check_sgd_step(sgd_step: SgdStep) -> CheckResult:

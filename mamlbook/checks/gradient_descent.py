@@ -30,25 +30,6 @@ _DESCENT_PROBLEMS = (
     (np.array([[1.0, 0.0], [0.0, 3.0]]), np.array([0.0, 0.0]), np.array([1.0, 1.0]), 0.3, 0),
 )
 
-_DESCENT_HINTS = {
-    "in_place_w0": (
-        "the function changed the caller's w0 in place (w -= ... on w = w0 is the same array). "
-        "Start from a copy, w = w0.copy(), or write w = w - lr * grad_fn(w), which makes a new array"
-    ),
-    "last_only": (
-        "the function returned a single point; return every iterate, w0 first: shape (steps + 1, ...)"
-    ),
-    "missing_w0": "the first row must be the start w0: return w0, w1, ..., w_steps (steps + 1 rows)",
-    "one_short": "one step too few: return w0 and then all `steps` iterates (steps + 1 rows)",
-    "one_extra": "one row too many: `steps` updates give steps + 1 rows, w0 included",
-    "same_rows": (
-        "every row holds the same point: the list keeps one array that is updated in place "
-        "(w -= ...). Append a copy, or write w = w - lr * grad_fn(w)"
-    ),
-    "sign": "the iterates climb the loss: the update must subtract lr * grad_fn(w)",
-    "start": "the first row must be w0 itself",
-}
-
 _GRADIENT_HINTS = {
     "sum": "the gradient is K times too large: the loss is the mean over the K points, not the sum",
     "no_two": "the gradient is half the right size: the derivative of r ** 2 is 2 r",
@@ -107,7 +88,10 @@ def _check_descent_problem(
             f"fn(grad_fn, w0, lr, steps) raised {type(error).__name__}: {error} (w0 was {w0!r})"
         )
     if not np.array_equal(start, w0):
-        return CheckResult.hint(_DESCENT_HINTS["in_place_w0"])
+        return CheckResult.hint(
+            "the function changed the caller's w0 in place (w -= ... on w = w0 is the same array). "
+            "Start from a copy, w = w0.copy(), or write w = w - lr * grad_fn(w), which makes a new array"
+        )
     try:
         iterates = np.asarray(returned, dtype=float)
     except (TypeError, ValueError):
@@ -117,13 +101,16 @@ def _check_descent_problem(
     if iterates.shape != descent.shape:
         return CheckResult.hint(_shape_hint(iterates, descent))
     if steps > 1 and np.allclose(iterates[1:], iterates[-1], **_TOLERANCE):
-        return CheckResult.hint(_DESCENT_HINTS["same_rows"])
+        return CheckResult.hint(
+            "every row holds the same point: the list keeps one array that is updated in place "
+            "(w -= ...). Append a copy, or write w = w - lr * grad_fn(w)"
+        )
     if np.allclose(iterates, descent, **_TOLERANCE):
         return None
     if np.allclose(iterates, ascent, **_TOLERANCE):
-        return CheckResult.hint(_DESCENT_HINTS["sign"])
+        return CheckResult.hint("the iterates climb the loss: the update must subtract lr * grad_fn(w)")
     if not np.allclose(iterates[0], w0, **_TOLERANCE):
-        return CheckResult.hint(_DESCENT_HINTS["start"])
+        return CheckResult.hint("the first row must be w0 itself")
     step = next(s for s in range(1, steps + 1) if not np.allclose(iterates[s], descent[s], **_TOLERANCE))
     return CheckResult.hint(
         f"w{step} differs from w{step - 1} - lr * grad_fn(w{step - 1}) (lr={lr}, {steps} steps from "
@@ -143,13 +130,13 @@ def _shape_hint(iterates: np.ndarray, expected: np.ndarray) -> str:
     """The hint for iterates of the wrong shape, compared with the ``expected`` iterates."""
     rows, point_shape = expected.shape[0], expected.shape[1:]
     if iterates.shape == point_shape:
-        return _DESCENT_HINTS["last_only"]
+        return "the function returned a single point; return every iterate, w0 first: shape (steps + 1, ...)"
     if iterates.shape == (rows - 1, *point_shape):
         if np.allclose(iterates, expected[1:], **_TOLERANCE):
-            return _DESCENT_HINTS["missing_w0"]
-        return _DESCENT_HINTS["one_short"]
+            return "the first row must be the start w0: return w0, w1, ..., w_steps (steps + 1 rows)"
+        return "one step too few: return w0 and then all `steps` iterates (steps + 1 rows)"
     if iterates.shape == (rows + 1, *point_shape):
-        return _DESCENT_HINTS["one_extra"]
+        return "one row too many: `steps` updates give steps + 1 rows, w0 included"
     return (
         f"expected an array of shape (steps + 1, *w0.shape) = {expected.shape} for steps={rows - 1}, "
         f"got shape {iterates.shape}"
