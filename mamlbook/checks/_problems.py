@@ -1,4 +1,4 @@
-"""The small float64 problems the torch checkers run the reader's functions on."""
+"""What the torch checkers share: small float64 problems, leaf copies of params, closeness of dicts."""
 
 from __future__ import annotations
 
