@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import os
 import warnings
 import zipfile
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import _files
 from .._checks import check_int
-from .._files import download, extract_atomically, write_atomically
 
 PARTS = ("images_background", "images_evaluation")
 """The two halves of Omniglot, with 964 background and 659 evaluation characters."""
@@ -147,9 +148,7 @@ def load_omniglot(
     image_size = check_int("image_size", image_size, minimum=1)
     if not isinstance(download, bool):
         raise TypeError(f"download must be True or False, got {download!r}")
-    if download:
-        _download_missing(root)
-    sources = _find_sources(root)
+    sources = _find_sources(root, download)
     identity = hashlib.sha256(b"".join(_source_identity(part, source) for part, source in sources.items()))
     cache_file = cache_dir / f"omniglot-{image_size}px-v{_CACHE_FORMAT}-{identity.hexdigest()[:16]}.pt"
     data = _read_cache(cache_file, image_size)
@@ -199,9 +198,7 @@ def split_omniglot(
             f"got {num_train} + {num_val}"
         )
     order = torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed))
-    train_classes, val_classes, test_classes = order.split(
-        [num_train, num_val, num_classes - num_train - num_val]
-    )
+    train_classes, val_classes, test_classes = order.tensor_split([num_train, num_train + num_val])
     train = _select_classes(data, train_classes)
     if rotate_train:
         train = ClassificationData(
@@ -230,11 +227,20 @@ def _check_dir(name: str, value: object, default: Callable[[], Path]) -> Path:
     return Path(value).expanduser()
 
 
-def _find_sources(root: Path) -> dict[str, Path]:
-    """The folder or, failing that, the zip of each part in ``root``."""
+def _find_sources(root: Path, download: bool) -> dict[str, Path]:
+    """The folder or, failing that, the zip of each part in ``root``.
+
+    With ``download``, a part that has neither is downloaded and extracted first. An
+    interrupted run leaves at most a hidden ``.<part>.*.extracting`` folder, which
+    ``load_omniglot`` never reads.
+    """
     sources = {}
     for part in PARTS:
         folder, archive = root / part, root / f"{part}.zip"
+        if download and not folder.is_dir() and not archive.is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            _files.download(_URLS[part], archive, md5=_MD5S[part], error=OmniglotDownloadError)
+            _files.extract_atomically(archive, folder)
         if folder.is_dir():
             sources[part] = folder
         elif archive.is_file():
@@ -264,16 +270,16 @@ def _folder_files(folder: Path, prefix: str = "") -> list[tuple[str, int, int]]:
 def _source_identity(part: str, source: Path) -> bytes:
     """The names, sizes and modification times of ``source``'s files, which change when it does."""
     if source.is_dir():
-        files = [(f"{part}/{name}", size, mtime) for name, size, mtime in _folder_files(source)]
+        files = _folder_files(source, f"{part}/")
     else:
         stat = source.stat()
         files = [(source.name, stat.st_size, stat.st_mtime_ns)]
     return "".join(f"{name}\0{size}\0{mtime}\n" for name, size, mtime in files).encode()
 
 
-def _png_paths(names: list[str]) -> list[str]:
-    """The names shaped ``alphabet/character/file.png``, sorted by alphabet, character and file."""
-    steps = [name.split("/") for name in names]
+def _png_paths(names: list[str], prefix: str = "") -> list[str]:
+    """The names ``<prefix>alphabet/character/file.png``, less the prefix, sorted by their steps."""
+    steps = [name.removeprefix(prefix).split("/") for name in names if name.startswith(prefix)]
     steps = [path for path in steps if len(path) == 3 and path[2].lower().endswith(".png")]
     return ["/".join(path) for path in sorted(steps) if not any(step.startswith(".") for step in path)]
 
@@ -303,25 +309,20 @@ def _decode_all(
 
 def _read_part(source: Path, part: str, image_size: int) -> tuple[list[str], np.ndarray]:
     """The sorted ``alphabet/character/file.png`` paths of one part and their ``(n, S, S)`` images."""
+    prefix = "" if source.is_dir() else f"{part}/"  # a zip holds the part's folder
     if source.is_dir():
         paths = _png_paths([name for name, _, _ in _folder_files(source)])
         images = _decode_all(source, paths, lambda path: (source / path).open("rb"), image_size)
     else:
         try:
             with zipfile.ZipFile(source) as archive:
-                names = [
-                    name.removeprefix(f"{part}/")
-                    for name in archive.namelist()
-                    if name.startswith(f"{part}/")
-                ]
-                paths = _png_paths(names)
-                images = _decode_all(source, paths, lambda path: archive.open(f"{part}/{path}"), image_size)
+                paths = _png_paths(archive.namelist(), prefix)
+                images = _decode_all(source, paths, lambda path: archive.open(prefix + path), image_size)
         except (zipfile.BadZipFile, zlib.error, EOFError) as err:
             raise ValueError(
                 f"{source} is not a valid zip file ({err}); delete it and download it again (download=True)"
             ) from err
     if not paths:
-        prefix = "" if source.is_dir() else f"{part}/"
         raise ValueError(
             f"{source} holds no images laid out as {prefix}<alphabet>/<character>/<file>.png; "
             "delete it and download it again (download=True)"
@@ -331,23 +332,19 @@ def _read_part(source: Path, part: str, image_size: int) -> tuple[list[str], np.
 
 def _preprocess(sources: dict[str, Path], image_size: int) -> Omniglot:
     """Read every image of both parts; a class is one ``alphabet/character`` folder of one part."""
-    arrays, labels, class_names, alphabets, background = [], [], [], [], []
+    arrays, labels, class_names, background = [], [], [], []
     for part, source in sources.items():
         paths, images = _read_part(source, part, image_size)
         arrays.append(images)
-        first_class = len(class_names)
-        for path in paths:
-            name = path.rsplit("/", 1)[0]
-            if len(class_names) == first_class or class_names[-1] != name:
-                class_names.append(name)
-                alphabets.append(name.split("/")[0])
-                background.append(part == "images_background")
-            labels.append(len(class_names) - 1)
+        for name, drawings in itertools.groupby(paths, key=lambda path: path.rsplit("/", 1)[0]):
+            labels += [len(class_names)] * len(list(drawings))
+            class_names.append(name)
+            background.append(part == "images_background")
     return Omniglot(
         torch.from_numpy(np.concatenate(arrays)),
         torch.tensor(labels, dtype=torch.int64),
         class_names,
-        alphabets,
+        [name.split("/")[0] for name in class_names],
         torch.tensor(background, dtype=torch.bool),
     )
 
@@ -378,23 +375,8 @@ def _write_cache(path: Path, data: Omniglot) -> None:
     blob = {"format": _CACHE_FORMAT, **data._asdict()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, functools.partial(torch.save, blob))
+        _files.write_atomically(path, functools.partial(torch.save, blob))
     except OSError as err:
         warnings.warn(
             f"could not cache Omniglot in {path.parent} ({err}); it will be read again", stacklevel=3
         )
-
-
-def _download_missing(root: Path) -> None:
-    """Download and extract each part that has neither its folder nor its zip in ``root``.
-
-    An interrupted run leaves at most a hidden ``.<part>.*.extracting`` folder, which
-    ``load_omniglot`` never reads.
-    """
-    for part in PARTS:
-        archive, folder = root / f"{part}.zip", root / part
-        if folder.is_dir() or archive.is_file():
-            continue
-        root.mkdir(parents=True, exist_ok=True)
-        download(_URLS[part], archive, md5=_MD5S[part], error=OmniglotDownloadError)
-        extract_atomically(archive, folder)
