@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import shutil
 import tempfile
 import urllib.request
 import uuid
@@ -81,8 +80,9 @@ def extract_atomically(archive: Path, folder: Path) -> None:
     Raises:
         ValueError: ``archive`` is not a valid zip, or holds no folder ``folder.name``.
     """
-    temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".extracting"))
-    try:
+    with tempfile.TemporaryDirectory(
+        dir=folder.parent, prefix=f".{folder.name}.", suffix=".extracting", ignore_cleanup_errors=True
+    ) as temp:
         try:
             with zipfile.ZipFile(archive) as opened:
                 opened.extractall(temp)  # drops ".." and absolute paths from member names
@@ -90,8 +90,7 @@ def extract_atomically(archive: Path, folder: Path) -> None:
             raise ValueError(
                 f"{archive} is not a valid zip file ({err}); delete it and download it again"
             ) from err
-        if not (temp / folder.name).is_dir():
+        extracted = Path(temp, folder.name)
+        if not extracted.is_dir():
             raise ValueError(f"{archive} holds no folder {folder.name}/; delete it and download it again")
-        os.replace(temp / folder.name, folder)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        os.replace(extracted, folder)
