@@ -13,7 +13,6 @@ import datetime
 import functools
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -157,28 +156,21 @@ def _sinusoid(
     family = Sinusoid()
     config = settings.maml
     sample = functools.partial(family.sample, k_shot=settings.train_shots, n_query=settings.n_query)
-
-    def trained(train: Callable[[MLP], object]) -> MLP:
-        torch.manual_seed(config.seed)
-        model = MLP(1)
-        train(model)
-        return model
-
-    maml = trained(
-        lambda model: meta_train(model, sample, config, loss_fn=F.mse_loss, device=device, progress=progress)
-    )
-    pretrained = trained(
-        lambda model: pretrain(
-            model,
-            sample,
-            iterations=settings.pretrain_iterations,
-            meta_batch_size=config.meta_batch_size,
-            outer_lr=config.outer_lr,
-            loss_fn=F.mse_loss,
-            device=device,
-            seed=config.seed,
-            progress=progress,
-        )
+    torch.manual_seed(config.seed)  # the same initialisation for both
+    maml = MLP(1)
+    meta_train(maml, sample, config, loss_fn=F.mse_loss, device=device, progress=progress)
+    torch.manual_seed(config.seed)
+    pretrained = MLP(1)
+    pretrain(
+        pretrained,
+        sample,
+        iterations=settings.pretrain_iterations,
+        meta_batch_size=config.meta_batch_size,
+        outer_lr=config.outer_lr,
+        loss_fn=F.mse_loss,
+        device=device,
+        seed=config.seed,
+        progress=progress,
     )
     test_tasks = family.sample(
         settings.eval_tasks,
@@ -235,10 +227,9 @@ def _omniglot(
         metric=classification_accuracy,
         chunk_size=100,
     )
-    label = f"{settings.n_way}-way {settings.k_shot}-shot"
     results = {
         "MAML": {
-            "episodes": label,
+            "episodes": f"{settings.n_way}-way {settings.k_shot}-shot",
             "steps": settings.eval_steps,
             "accuracy_percent": round(100 * float(result.mean[-1]), 2),
             "ci95_percent": round(100 * float(result.ci95[-1]), 2),
@@ -307,11 +298,10 @@ def format_record(record: dict[str, object]) -> str:
             lines.append(f"  {name:<11} {_intervals(result['mean'], result['ci95'])}   (paper {theirs})")
             diverged = result.get("diverged_tasks", 0)
             if diverged:
-                others = result["tasks"] - diverged
                 lines.append(f"  {'':<11} {diverged} of {result['tasks']} test tasks diverged")
                 if "mean_without_diverged" in result:
                     intervals = _intervals(result["mean_without_diverged"], result["ci95_without_diverged"])
-                    lines.append(f"  {'':<11} the other {others}: {intervals}")
+                    lines.append(f"  {'':<11} the other {result['tasks'] - diverged}: {intervals}")
     else:
         result = results["MAML"]
         lines.append(
