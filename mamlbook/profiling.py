@@ -11,6 +11,7 @@ the CUDA allocator itself saw at its peak, for runs on a GPU.
 
 from __future__ import annotations
 
+import collections
 import statistics
 import time
 import weakref
@@ -96,33 +97,29 @@ class _SavedTensorMeter:
     """Live bytes of the tensors autograd has saved, each storage counted once, and their peak."""
 
     def __init__(self) -> None:
-        self.live: dict[int, tuple[int, int]] = {}  # storage address -> (references, bytes)
+        self.references: collections.Counter[int] = collections.Counter()  # storage address -> saved tensors
         self.total = 0
         self.peak = 0
 
     def pack(self, tensor: torch.Tensor) -> _Saved:
         storage = tensor.untyped_storage()
-        key = storage.data_ptr()
-        count, size = self.live.get(key, (0, storage.nbytes()))
-        if count == 0:
+        key, size = storage.data_ptr(), storage.nbytes()
+        if self.references[key] == 0:
             self.total += size
             self.peak = max(self.peak, self.total)
-        self.live[key] = (count + 1, size)
+        self.references[key] += 1
         saved = _Saved(tensor.detach())  # detached: holding the output itself would be a reference cycle
-        weakref.finalize(saved, self._release, key)  # runs when autograd frees the saved tensor
+        weakref.finalize(saved, self._release, key, size)  # runs when autograd frees the saved tensor
         return saved
 
     @staticmethod
     def unpack(saved: _Saved) -> torch.Tensor:
         return saved.tensor
 
-    def _release(self, key: int) -> None:
-        count, size = self.live[key]
-        if count == 1:
-            del self.live[key]
+    def _release(self, key: int, size: int) -> None:
+        self.references[key] -= 1
+        if self.references[key] == 0:
             self.total -= size
-        else:
-            self.live[key] = (count - 1, size)
 
 
 class _Saved:
@@ -272,16 +269,12 @@ def measure_costs(
         return meta_iteration(algorithm, model, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=count)
 
     timings = time_calls([build(*config) for config in configurations], repeats=repeats, warmup=warmup)
-    return [
-        Cost(
-            algorithm,
-            count,
-            timing,
-            peak_saved_bytes(build(algorithm, count)),
-            peak_cuda_bytes(build(algorithm, count), device) if device.type == "cuda" else None,
-        )
-        for (algorithm, count), timing in zip(configurations, timings, strict=True)
-    ]
+    costs = []
+    for (algorithm, count), timing in zip(configurations, timings, strict=True):
+        saved = peak_saved_bytes(build(algorithm, count))
+        cuda = peak_cuda_bytes(build(algorithm, count), device) if device.type == "cuda" else None
+        costs.append(Cost(algorithm, count, timing, saved, cuda))
+    return costs
 
 
 def format_costs(costs: Sequence[Cost]) -> str:
@@ -290,9 +283,8 @@ def format_costs(costs: Sequence[Cost]) -> str:
         f"{'algorithm':<9} {'steps':>5} {'time ms, median (min-max)':>26} {'saved kB':>9} {'CUDA kB':>8}"
     ]
     for cost in costs:
-        time_ms = (
-            f"{1e3 * cost.seconds.median:.1f} ({1e3 * cost.seconds.min:.1f}-{1e3 * cost.seconds.max:.1f})"
-        )
+        median, fastest, slowest = (1e3 * seconds for seconds in cost.seconds)
+        time_ms = f"{median:.1f} ({fastest:.1f}-{slowest:.1f})"
         cuda = "-" if cost.cuda_bytes is None else f"{cost.cuda_bytes / 1e3:.0f}"
         saved = cost.saved_bytes / 1e3
         lines.append(f"{cost.algorithm:<9} {cost.inner_steps:>5} {time_ms:>26} {saved:>9.0f} {cuda:>8}")
