@@ -172,26 +172,13 @@ def _sinusoid(
         seed=config.seed,
         progress=progress,
     )
-    test_tasks = family.sample(
-        settings.eval_tasks,
-        settings.eval_shots,
-        n_query=100,
-        generator=torch.Generator().manual_seed(config.seed + 1),
-    ).to(device)
-    results = {
-        name: _report(
-            evaluate(
-                model,
-                dict(model.named_parameters()),
-                test_tasks,
-                loss_fn=F.mse_loss,
-                inner_lr=config.inner_lr,
-                inner_steps=settings.eval_steps,
-            ),
-            settings.report_steps,
-        )
-        for name, model in (("MAML", maml), ("pretrained", pretrained))
-    }
+    generator = torch.Generator().manual_seed(config.seed + 1)  # test tasks unlike the training ones
+    test_tasks = family.sample(settings.eval_tasks, settings.eval_shots, n_query=100, generator=generator)
+    fine_tune = {"loss_fn": F.mse_loss, "inner_lr": config.inner_lr, "inner_steps": settings.eval_steps}
+    results = {}
+    for name, model in (("MAML", maml), ("pretrained", pretrained)):
+        curves = evaluate(model, dict(model.named_parameters()), test_tasks.to(device), **fine_tune)
+        results[name] = _report(curves, settings.report_steps)
     paper = {
         "source": "Finn et al. (2017), appendix C, Table 2 (5-shot MSE)",
         "steps": list(settings.report_steps),
