@@ -45,9 +45,8 @@ def plot_sine_tasks(
     figure, axes = plt.subplots(figsize=(6, 3.5))
     for task in range(len(waves.amplitude)):
         (line,) = axes.plot(grid, truth[task, :, 0], label=f"task {task}")
-        axes.scatter(
-            batch.support_x[task, :, 0].cpu(), batch.support_y[task, :, 0].cpu(), color=line.get_color()
-        )
+        support_x, support_y = batch.support_x[task, :, 0].cpu(), batch.support_y[task, :, 0].cpu()
+        axes.scatter(support_x, support_y, color=line.get_color())
     axes.set(xlabel="x", ylabel="y")
     axes.legend(fontsize="small")
     figure.tight_layout()

@@ -72,10 +72,9 @@ def plot_points_and_lines(
         x_range = (float(every_x.min()), float(every_x.max()))
     grid = np.linspace(*x_range, 2)
     colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
-    taken: dict[str, str] = {}
+    taken = {label: next(colors) for label in arrays}
     figure, axes = plt.subplots(figsize=(5.5, 3.5))
     for label, (x, y) in arrays.items():
-        taken[label] = next(colors)
         axes.scatter(x, y, s=14, color=taken[label], label=label)
     for label, (w, b) in lines.items():
         color = taken.get(label) or next(colors)
