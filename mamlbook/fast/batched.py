@@ -58,12 +58,11 @@ class _Hidden(NamedTuple):
 
 
 def _tasks_first(hidden: _Hidden) -> torch.Tensor:
-    """The activations as ``(T, K, ...)``."""
+    """The activations as ``(T, K, ...)``; grouped, ``(K, T*C, ...)`` as ``(T, K, C, ...)``."""
     if not hidden.grouped:
         return hidden.tensor
-    k, channels, height, width = hidden.tensor.shape
-    per_task = hidden.tensor.view(k, hidden.num_tasks, channels // hidden.num_tasks, height, width)
-    return per_task.transpose(0, 1)
+    k, channels, *positions = hidden.tensor.shape
+    return hidden.tensor.view(k, hidden.num_tasks, channels // hidden.num_tasks, *positions).transpose(0, 1)
 
 
 def _grouped(hidden: _Hidden) -> torch.Tensor:
@@ -72,6 +71,13 @@ def _grouped(hidden: _Hidden) -> torch.Tensor:
         return hidden.tensor
     t, k, channels, height, width = hidden.tensor.shape
     return hidden.tensor.transpose(0, 1).reshape(k, t * channels, height, width)
+
+
+class _OnImages:
+    """An op on each task's images ``(K, C, H, W)`` that gives images; other ranks are not batched."""
+
+    def out_rank(self, rank: int) -> int | None:
+        return 4 if rank == 4 else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,41 +116,29 @@ class ReLUOp:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Conv2d:
+class _Conv2d(_OnImages):
     """``nn.Conv2d`` with ``groups=1``, as one convolution with ``groups=T``."""
 
     weight: str
     bias: str | None
-    stride: tuple[int, ...]
-    padding: tuple[int, ...] | str
-    dilation: tuple[int, ...]
-
-    def out_rank(self, rank: int) -> int | None:
-        return 4 if rank == 4 else None
+    geometry: tuple  # (stride, padding, dilation), as F.conv2d takes them
 
     def __call__(self, hidden: _Hidden, params: Mapping[str, torch.Tensor]) -> _Hidden:
         weight = params[self.weight]  # (T, out, C, kh, kw)
         bias = None if self.bias is None else params[self.bias]  # (T, out)
-        if _shared_by_all_tasks(weight, bias) and not isinstance(self.padding, str):
-            out = _SharedFilterConv2d.apply(
-                _grouped(hidden), weight, bias, self.stride, self.padding, self.dilation
+        # Theta before the first inner step: every task's filters are one tensor, expanded.
+        shared = weight.stride(0) == 0 and (bias is None or bias.stride(0) == 0)
+        if shared and not isinstance(self.geometry[1], str):  # conv2d_input takes no "same" or "valid"
+            out = _SharedFilterConv2d.apply(_grouped(hidden), weight, bias, self.geometry)
+        else:
+            out = F.conv2d(
+                _grouped(hidden),  # (K, T*C, H, W)
+                weight.reshape(-1, *weight.shape[2:]),  # (T*out, C, kh, kw): a copy of each task's filters
+                None if bias is None else bias.reshape(-1),  # (T*out,)
+                *self.geometry,
+                groups=hidden.num_tasks,
             )
-            return _Hidden(out, hidden.num_tasks, True)
-        out = F.conv2d(
-            _grouped(hidden),  # (K, T*C, H, W)
-            weight.reshape(-1, *weight.shape[2:]),  # (T*out, C, kh, kw): a copy of each task's filters
-            None if bias is None else bias.reshape(-1),  # (T*out,)
-            self.stride,
-            self.padding,
-            self.dilation,
-            groups=hidden.num_tasks,
-        )
         return _Hidden(out, hidden.num_tasks, True)  # (K, T*out, H', W')
-
-
-def _shared_by_all_tasks(weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether every task's filters are one tensor, expanded (theta before the first inner step)."""
-    return weight.stride(0) == 0 and (bias is None or bias.stride(0) == 0)
 
 
 class _SharedFilterConv2d(torch.autograd.Function):
@@ -160,25 +154,24 @@ class _SharedFilterConv2d(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(x, weight, bias, stride, padding, dilation):
+    def forward(x, weight, bias, geometry):
         """``x`` ``(K, T*C, H, W)``; ``weight`` ``(T, out, C, kh, kw)`` and ``bias`` ``(T, out)``
-        or None, each an expanded view; returns ``(K, T*out, H', W')``."""
+        or None, each an expanded view; ``geometry`` ``(stride, padding, dilation)``; returns
+        ``(K, T*out, H', W')``."""
         num_tasks = weight.shape[0]
         images = x.reshape(x.shape[0] * num_tasks, -1, *x.shape[2:])  # (K*T, C, H, W)
-        out = F.conv2d(images, weight[0], None if bias is None else bias[0], stride, padding, dilation)
+        out = F.conv2d(images, weight[0], None if bias is None else bias[0], *geometry)
         return out.reshape(x.shape[0], -1, *out.shape[2:])  # (K*T, out, H', W') -> (K, T*out, H', W')
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, _, stride, padding, dilation = inputs
+        x, weight, _, ctx.geometry = inputs
         ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.padding, ctx.dilation = stride, padding, dilation
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        num_tasks = weight.shape[0]
-        geometry = ctx.stride, ctx.padding, ctx.dilation
+        num_tasks, geometry = weight.shape[0], ctx.geometry
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             images_shape = (x.shape[0] * num_tasks, x.shape[1] // num_tasks, *x.shape[2:])
@@ -191,7 +184,7 @@ class _SharedFilterConv2d(torch.autograd.Function):
             grad_weight = grad_weight.reshape(weight.shape)
         if ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum((0, 2, 3)).reshape(num_tasks, -1)  # (T*out,) -> (T, out)
-        return grad_x, grad_weight, grad_bias, None, None, None
+        return grad_x, grad_weight, grad_bias, None
 
 
 # As for the closed form's Function: a signature computed once, for torch's Function.apply.
@@ -199,15 +192,12 @@ _SharedFilterConv2d.forward.__signature__ = inspect.signature(_SharedFilterConv2
 
 
 @dataclasses.dataclass(frozen=True)
-class _BatchNorm2d:
+class _BatchNorm2d(_OnImages):
     """``nn.BatchNorm2d`` without running statistics: each task's channels on its own batch."""
 
     weight: str | None
     bias: str | None
     eps: float
-
-    def out_rank(self, rank: int) -> int | None:
-        return 4 if rank == 4 else None
 
     def __call__(self, hidden: _Hidden, params: Mapping[str, torch.Tensor]) -> _Hidden:
         weight = None if self.weight is None else params[self.weight].reshape(-1)  # (T*C,)
@@ -218,23 +208,13 @@ class _BatchNorm2d:
 
 
 @dataclasses.dataclass(frozen=True)
-class _MaxPool2d:
+class _MaxPool2d(_OnImages):
     """``nn.MaxPool2d``, each of the T*C channels on its own."""
 
-    kernel_size: int | tuple[int, ...]
-    stride: int | tuple[int, ...]
-    padding: int | tuple[int, ...]
-    dilation: int | tuple[int, ...]
-    ceil_mode: bool
-
-    def out_rank(self, rank: int) -> int | None:
-        return 4 if rank == 4 else None
+    geometry: tuple  # (kernel_size, stride, padding, dilation, ceil_mode), as F.max_pool2d takes them
 
     def __call__(self, hidden: _Hidden, params: Mapping[str, torch.Tensor]) -> _Hidden:
-        out = F.max_pool2d(
-            _grouped(hidden), self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
-        )
-        return _Hidden(out, hidden.num_tasks, True)
+        return _Hidden(F.max_pool2d(_grouped(hidden), *self.geometry), hidden.num_tasks, True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,13 +242,11 @@ class _Flatten:
 
 
 @dataclasses.dataclass(frozen=True)
-class _ImageShape:
-    """``Conv4``'s check of its input: ``(B, C, H, W)`` images of the expected size."""
+class _ImageShape(_OnImages):
+    """``Conv4``'s check of its input: ``(B, C, H, W)`` images of the expected size (other
+    ranks are not batched: ``Conv4`` itself raises, through vmap)."""
 
     expected: tuple[int, int, int]
-
-    def out_rank(self, rank: int) -> int | None:
-        return 4 if rank == 4 else None  # other ranks: Conv4 itself raises, through vmap
 
     def __call__(self, hidden: _Hidden, params: Mapping[str, torch.Tensor]) -> _Hidden:
         x = _tasks_first(hidden)  # (T, K, C, H, W)
@@ -287,11 +265,8 @@ class _MeanPositions:
         return 2 if rank == 4 else None
 
     def __call__(self, hidden: _Hidden, params: Mapping[str, torch.Tensor]) -> _Hidden:
-        if not hidden.grouped:
-            return _Hidden(hidden.tensor.mean(dim=(-2, -1)), hidden.num_tasks, False)
-        features = hidden.tensor.mean(dim=(-2, -1))  # (K, T*C)
-        tasks_first = features.view(features.shape[0], hidden.num_tasks, -1).transpose(0, 1)  # (T, K, C)
-        return _Hidden(tasks_first, hidden.num_tasks, False)
+        features = hidden._replace(tensor=hidden.tensor.mean(dim=(-2, -1)))  # (T, K, C) or (K, T*C)
+        return _Hidden(_tasks_first(features), hidden.num_tasks, False)  # (T, K, C)
 
 
 _Op = LinearOp | ReLUOp | _Conv2d | _BatchNorm2d | _MaxPool2d | _Flatten | _ImageShape | _MeanPositions
@@ -299,33 +274,26 @@ _Op = LinearOp | ReLUOp | _Conv2d | _BatchNorm2d | _MaxPool2d | _Flatten | _Imag
 
 def _has_hooks(module: nn.Module) -> bool:
     """Whether hooks are registered on ``module``: ``functional_call`` would run them."""
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or module._backward_hooks
-        or module._backward_pre_hooks
-    )
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return any(getattr(module, name) for name in hooks)
 
 
 def _layer_op(module: nn.Module, prefix: str) -> _Op | None:
     """The batched form of one known layer; None when ``module`` is not one, or not as supported."""
     kind = type(module)
+    bias = None if getattr(module, "bias", None) is None else prefix + "bias"
     if kind is nn.Linear:
-        return LinearOp(prefix + "weight", None if module.bias is None else prefix + "bias")
+        return LinearOp(prefix + "weight", bias)
     if kind is nn.ReLU:
         return ReLUOp()
     if kind is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros":
-        bias = None if module.bias is None else prefix + "bias"
-        return _Conv2d(prefix + "weight", bias, module.stride, module.padding, module.dilation)
+        return _Conv2d(prefix + "weight", bias, (module.stride, module.padding, module.dilation))
     if kind is nn.BatchNorm2d and module.running_mean is None and module.running_var is None:
         # Without running statistics it normalises by the batch's, in training and evaluation.
-        if module.affine:
-            return _BatchNorm2d(prefix + "weight", prefix + "bias", module.eps)
-        return _BatchNorm2d(None, None, module.eps)
+        return _BatchNorm2d(prefix + "weight" if module.affine else None, bias, module.eps)
     if kind is nn.MaxPool2d and not module.return_indices:
-        return _MaxPool2d(
-            module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode
-        )
+        geometry = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
+        return _MaxPool2d(geometry)
     if kind is nn.Flatten:
         return _Flatten(module.start_dim, module.end_dim)
     return None
@@ -334,46 +302,6 @@ def _layer_op(module: nn.Module, prefix: str) -> _Op | None:
 def _param_names(op: _Op) -> set[str]:
     """The names of the parameters that ``op`` reads."""
     return {name for name in (getattr(op, "weight", None), getattr(op, "bias", None)) if name is not None}
-
-
-def _walk(
-    module: nn.Module, prefix: str, ops: list[_Op], shapes: dict[str, torch.Size], seen: set[int]
-) -> bool:
-    """Append the batched ops of ``module``'s forward pass to ``ops`` and the shapes of the
-    parameters they read to ``shapes``; False if some part of ``module`` is not known.
-
-    ``seen`` holds the ids of the parameters already read: one read by two layers is
-    shared, and not supported. The walk reads the module's own tables: ``_modules``
-    lists a child as often as it is used (``named_children`` would list it once),
-    ``_parameters`` the module's own parameters.
-    """
-    if _has_hooks(module):
-        return False  # functional_call would run them
-    own = {prefix + name: tensor for name, tensor in module._parameters.items() if tensor is not None}
-    kind = type(module)
-    if kind not in (nn.Sequential, MLP, Conv4):
-        op = _layer_op(module, prefix)
-        if op is None or set(own) != _param_names(op) or any(id(tensor) in seen for tensor in own.values()):
-            return False  # not a known layer, or parameters it does not read, or shared with another
-        seen.update(id(tensor) for tensor in own.values())
-        shapes.update((name, tensor.shape) for name, tensor in own.items())
-        ops.append(op)
-        return True
-    if own:
-        return False  # a parameter of the container itself, which its forward pass does not read
-    if kind is nn.Sequential:
-        return all(
-            _walk(child, f"{prefix}{name}.", ops, shapes, seen) for name, child in module._modules.items()
-        )
-    if kind is MLP:
-        return _walk(module.body, prefix + "body.", ops, shapes, seen) and _walk(
-            module.head, prefix + "head.", ops, shapes, seen
-        )
-    ops.append(_ImageShape((module.in_channels, module.image_size, module.image_size)))  # Conv4
-    if not _walk(module.body, prefix + "body.", ops, shapes, seen):
-        return False
-    ops.append(_MeanPositions())
-    return _walk(module.head, prefix + "head.", ops, shapes, seen)
 
 
 class Plan(NamedTuple):
@@ -385,9 +313,7 @@ class Plan(NamedTuple):
     def runs(self, params: Mapping[str, torch.Tensor], input_rank: int) -> bool:
         """Whether the plan runs ``params`` (exactly the model's, each of its shape) on a
         task's inputs of ``input_rank`` dimensions (``(K, ...)``: at least 1)."""
-        if params.keys() != self.shapes.keys():
-            return False
-        if any(params[name].shape != shape for name, shape in self.shapes.items()):
+        if {name: tensor.shape for name, tensor in params.items()} != self.shapes:
             return False
         rank: int | None = input_rank
         for op in self.ops:
@@ -400,7 +326,43 @@ def plan(model: nn.Module) -> Plan | None:
     module does not know, or a parameter read twice (a layer used twice, or tied weights)."""
     ops: list[_Op] = []
     shapes: dict[str, torch.Size] = {}
-    return Plan(tuple(ops), shapes) if _walk(model, "", ops, shapes, set()) else None
+    seen: set[int] = set()  # the ids of the parameters read so far
+
+    def walk(module: nn.Module, prefix: str) -> bool:
+        """Append the ops of ``module``'s forward pass to ``ops``, and the shapes of the
+        parameters they read to ``shapes``; False if some part of ``module`` is not known.
+
+        It reads the modules' own tables: ``_modules`` lists a child as often as it is used
+        (``named_children`` would list it once), ``_parameters`` a module's own parameters.
+        """
+        if _has_hooks(module):
+            return False
+        own = {prefix + name: tensor for name, tensor in module._parameters.items() if tensor is not None}
+        kind = type(module)
+        if kind not in (nn.Sequential, MLP, Conv4):
+            op = _layer_op(module, prefix)
+            if (
+                op is None
+                or set(own) != _param_names(op)
+                or any(id(tensor) in seen for tensor in own.values())
+            ):
+                return False  # not a known layer, or parameters it does not read, or shared with another
+            seen.update(id(tensor) for tensor in own.values())
+            shapes.update((name, tensor.shape) for name, tensor in own.items())
+            ops.append(op)
+            return True
+        if own:
+            return False  # a parameter of the container itself, which its forward pass does not read
+        if kind is nn.Sequential:
+            return all(walk(child, f"{prefix}{name}.") for name, child in module._modules.items())
+        if kind is MLP:
+            return walk(module.body, prefix + "body.") and walk(module.head, prefix + "head.")
+        ops.append(_ImageShape((module.in_channels, module.image_size, module.image_size)))  # Conv4
+        body_known = walk(module.body, prefix + "body.")
+        ops.append(_MeanPositions())
+        return body_known and walk(module.head, prefix + "head.")
+
+    return Plan(tuple(ops), shapes) if walk(model, "") else None
 
 
 def forward(model_plan: Plan, params_per_task: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -466,28 +428,21 @@ def task_losses(
     """
     chunk = tasks_per_chunk(x, chunk_elements)
 
+    def chunk_losses(params_per_task: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+        """The ``(T,)`` losses of all the tasks given, at once."""
+        outputs = forward(model_plan, params_per_task, x)  # (T, K, ...)
+        if loss_fn is F.mse_loss and outputs.shape == y.shape and outputs.dtype == y.dtype:
+            return (outputs - y).square().mean(dim=tuple(range(1, y.dim())))
+        return vmap(loss_fn, randomness="different")(outputs, y)
+
     def losses_of(params_per_task: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if chunk == x.shape[0]:
-            return _chunk_losses(model_plan, params_per_task, x, y, loss_fn)
+            return chunk_losses(params_per_task, x, y)
         chunks = []
         for start in range(0, x.shape[0], chunk):
             part = slice(start, start + chunk)
             chunk_params = {name: tensor[part] for name, tensor in params_per_task.items()}
-            chunks.append(_chunk_losses(model_plan, chunk_params, x[part], y[part], loss_fn))
+            chunks.append(chunk_losses(chunk_params, x[part], y[part]))
         return torch.cat(chunks)
 
     return losses_of
-
-
-def _chunk_losses(
-    model_plan: Plan,
-    params_per_task: Mapping[str, torch.Tensor],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: LossFn,
-) -> torch.Tensor:
-    """The ``(T,)`` losses of all the tasks given, at once."""
-    outputs = forward(model_plan, params_per_task, x)  # (T, K, ...)
-    if loss_fn is F.mse_loss and outputs.shape == y.shape and outputs.dtype == y.dtype:
-        return (outputs - y).square().mean(dim=tuple(range(1, y.dim())))
-    return vmap(loss_fn, randomness="different")(outputs, y)
