@@ -274,28 +274,29 @@ _Op = LinearOp | ReLUOp | _Conv2d | _BatchNorm2d | _MaxPool2d | _Flatten | _Imag
 
 def _has_hooks(module: nn.Module) -> bool:
     """Whether hooks are registered on ``module``: ``functional_call`` would run them."""
-    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return any(getattr(module, name) for name in hooks)
+    forward_hooks = module._forward_hooks or module._forward_pre_hooks
+    return bool(forward_hooks or module._backward_hooks or module._backward_pre_hooks)
 
 
 def _layer_op(module: nn.Module, prefix: str) -> _Op | None:
     """The batched form of one known layer; None when ``module`` is not one, or not as supported."""
     kind = type(module)
-    bias = None if getattr(module, "bias", None) is None else prefix + "bias"
-    if kind is nn.Linear:
-        return LinearOp(prefix + "weight", bias)
     if kind is nn.ReLU:
         return ReLUOp()
-    if kind is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros":
-        return _Conv2d(prefix + "weight", bias, (module.stride, module.padding, module.dilation))
-    if kind is nn.BatchNorm2d and module.running_mean is None and module.running_var is None:
-        # Without running statistics it normalises by the batch's, in training and evaluation.
-        return _BatchNorm2d(prefix + "weight" if module.affine else None, bias, module.eps)
     if kind is nn.MaxPool2d and not module.return_indices:
         geometry = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
         return _MaxPool2d(geometry)
     if kind is nn.Flatten:
         return _Flatten(module.start_dim, module.end_dim)
+    # The layers with parameters: a weight, and a bias unless it is None.
+    bias = None if getattr(module, "bias", None) is None else prefix + "bias"
+    if kind is nn.Linear:
+        return LinearOp(prefix + "weight", bias)
+    if kind is nn.Conv2d and module.groups == 1 and module.padding_mode == "zeros":
+        return _Conv2d(prefix + "weight", bias, (module.stride, module.padding, module.dilation))
+    if kind is nn.BatchNorm2d and module.running_mean is None and module.running_var is None:
+        # Without running statistics it normalises by the batch's, in training and evaluation.
+        return _BatchNorm2d(prefix + "weight" if module.affine else None, bias, module.eps)
     return None
 
 

@@ -27,7 +27,7 @@ differentiates the same formulas by autograd, so higher derivatives stay exact.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -145,13 +145,9 @@ class _Pass(NamedTuple):
         elsewhere (None: no ReLU). A ReLU's output is the next layer's input, so its sign
         is the mask: kept once, as autograd keeps it."""
         return [
-            None
-            if not layer.relu
-            else self.last_mask
-            if index == len(layers) - 1
-            else torch.sign(self.inputs[index + 1])
-            for index, layer in enumerate(layers)
-        ]
+            torch.sign(next_input) if layer.relu else None
+            for layer, next_input in zip(layers[:-1], self.inputs[1:], strict=True)
+        ] + [self.last_mask]
 
 
 def _forward(layers: tuple[_Dense, ...], params: Mapping[str, torch.Tensor], x: torch.Tensor):
@@ -260,15 +256,11 @@ class _Record(NamedTuple):
         return [*self.weights.values(), *self.kept.inputs, self.kept.last_mask, *self.grads]
 
     @classmethod
-    def take(cls, tensors: list, layers: tuple[_Dense, ...], num_grads: int) -> _Record:
-        """The record at the front of ``tensors`` (as ``tensors()`` wrote it), removed from the list."""
-        parts = []
-        for size in (len(layers) - 1, len(layers), 1, num_grads):
-            parts.append(tensors[:size])
-            del tensors[:size]
-        weights, inputs, (last_mask,), grads = parts
-        names = [layer.weight for layer in layers[1:]]
-        return cls(dict(zip(names, weights, strict=True)), _Pass(inputs, last_mask), grads)
+    def take(cls, tensors: Iterator, layers: tuple[_Dense, ...], num_grads: int) -> _Record:
+        """The next record of ``tensors``, an iterator over what ``tensors()`` wrote, in order."""
+        weights = {layer.weight: next(tensors) for layer in layers[1:]}
+        kept = _Pass([next(tensors) for _ in layers], next(tensors))
+        return cls(weights, kept, [next(tensors) for _ in range(num_grads)])
 
 
 def _adapt_and_score(
@@ -333,47 +325,28 @@ class _ClosedFormMAML(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        layers, names, rates, first_order, batch, records, *theta = inputs
-        ctx.layers, ctx.names, ctx.rates, ctx.first_order, ctx.batch = (
-            layers,
-            names,
-            rates,
-            first_order,
-            batch,
-        )
+        ctx.layers, ctx.names, ctx.rates, ctx.first_order, ctx.batch, records, *theta = inputs
         # d meta-loss / d output of the query pass, per unit of the incoming gradient:
         # the mean over T tasks of each task's MSE.
-        ctx.query_scale = _mse_scale(batch.query_y) / batch.query_y.shape[0]
-        ctx.support_scale = _mse_scale(batch.support_y)
+        ctx.query_scale = _mse_scale(ctx.batch.query_y) / ctx.batch.query_y.shape[0]
+        ctx.support_scale = _mse_scale(ctx.batch.support_y)
         ctx.save_for_backward(*theta, *(tensor for record in records for tensor in record.tensors()))
 
     @staticmethod
     def backward(ctx, grad_meta_loss):
-        saved = list(ctx.saved_tensors)
+        saved = iter(ctx.saved_tensors)
         names, layers = ctx.names, ctx.layers
-        theta = saved[: len(names)]
+        theta = [next(saved) for _ in names]
         if torch.is_grad_enabled():  # differentiated twice: through autograd, exactly
             return _backward_by_autograd(ctx, theta, grad_meta_loss)
-        del saved[: len(names)]
         inner_rates = () if ctx.first_order else ctx.rates  # the steps recorded, in order
         inner = [_Record.take(saved, layers, len(layers)) for _ in inner_rates]
         query = _Record.take(saved, layers, 1)
-        residual = query.grads[0]
-        vector, _ = _backprop(
-            layers,
-            query.weights,
-            query.kept.inputs,
-            query.kept.masks(layers),
-            residual * (grad_meta_loss * ctx.query_scale),
-        )
+        query_grad = query.grads[0] * (grad_meta_loss * ctx.query_scale)  # d meta-loss / d query outputs
+        vector, _ = _backprop(layers, query.weights, query.kept.inputs, query.kept.masks(layers), query_grad)
         for step_rates, record in zip(reversed(inner_rates), reversed(inner), strict=True):
             products = _hessian_vector(
-                layers,
-                record.weights,
-                record.kept.inputs,
-                record.kept.masks(layers),
-                record.grads,
-                vector,
+                layers, record.weights, record.kept.inputs, record.kept.masks(layers), record.grads, vector
             )
             vector = {
                 name: torch.add(vector[name], products[name], alpha=-step_rates[name] * ctx.support_scale)
