@@ -2,10 +2,9 @@
 
 ``torch.optim.Adam`` serves many options (weight decay, AMSGrad, complex and sparse
 tensors, hooks, capturable and differentiable steps), none of which the outer loop
-uses, and pays for them in bookkeeping on every step: its step took 0.2 to 0.4 ms for
-the six tensors of the sinusoid MLP on the book's 2-core test machine, more than a
-tenth of a whole meta-iteration, and about half of that was bookkeeping
-(``benchmarks/outer_step.py``). ``OuterAdam`` computes the same update as
+uses, and pays for them in bookkeeping on every step, a noticeable part of a small
+model's meta-iteration (measured by ``benchmarks/outer_step.py``, recorded in
+``benchmarks/README.md``). ``OuterAdam`` computes the same update as
 ``torch.optim.Adam`` with its default options (Kingma & Ba, 2015, as torch writes it)
 in eight operations over all tensors at once; on the CPU the result is identical to the
 last bit (``tests/test_outer.py``).
