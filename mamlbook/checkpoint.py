@@ -10,17 +10,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._checks import check_params
+from ._checks import check_bool, check_params
 from ._files import write_atomically
 from .types import Params
 
 
-def save_params(params: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+def save_params(
+    params: Mapping[str, torch.Tensor], path: str | os.PathLike, *, allow_non_finite: bool = False
+) -> Path:
     """Write ``params`` (detached, on the CPU) to ``path`` atomically.
 
     The file is written beside its destination and renamed into place, so an
     interrupted save never leaves a half-written file. It is a plain dict of tensors,
-    which ``model.load_state_dict`` also accepts.
+    which ``model.load_state_dict`` also accepts; a tensor that is a view of a larger one
+    is saved as its own data alone.
+
+    Args:
+        params: the tensors, by name.
+        path: the file to write; its folder must exist.
+        allow_non_finite: save tensors that hold NaN or inf too (refused by default:
+            they are the mark of a training run that diverged).
 
     Returns:
         The path written.
@@ -29,10 +38,17 @@ def save_params(params: Mapping[str, torch.Tensor], path: str | os.PathLike) -> 
         isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in params.items()
     ):
         raise TypeError("params must be a dict from parameter name (str) to torch.Tensor")
+    if not check_bool("allow_non_finite", allow_non_finite):
+        for name, tensor in params.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(
+                    f"params[{name!r}] holds NaN or inf, the mark of a diverged run; "
+                    "pass allow_non_finite=True to save it anyway"
+                )
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"path: the folder {str(path.parent)!r} does not exist")
-    state = {name: tensor.detach().cpu() for name, tensor in params.items()}
+    state = {name: tensor.detach().cpu().clone() for name, tensor in params.items()}  # a view's data alone
     write_atomically(path, functools.partial(torch.save, state))
     return path
 

@@ -6,7 +6,15 @@ import torch
 
 
 class NonFiniteLossError(ValueError):
-    """A loss or adapted parameter became NaN or infinite during adaptation."""
+    """A loss, adapted parameter or meta-gradient became NaN or infinite.
+
+    Attributes:
+        history: raised by ``meta_train`` or ``reptile_train``, the ``TrainingHistory``
+            of the meta-iterations before the one that failed (theta is left as they
+            made it); None otherwise.
+    """
+
+    history = None
 
 
 def raise_if_not_finite(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._checks import check_int
+from ._checks import check_bool, check_int
 
 
 class MLP(nn.Module):
@@ -85,8 +85,7 @@ class Conv4(nn.Module):
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         n_way = check_int("n_way", n_way, minimum=1)
         hidden = check_int("hidden", hidden, minimum=1)
-        if not isinstance(stride_conv, bool):
-            raise TypeError(f"stride_conv must be a bool, got {stride_conv!r}")
+        check_bool("stride_conv", stride_conv)
         # Four max-pools floor-halve the size four times: 16 is the smallest that leaves a 1x1 map.
         self.image_size = check_int("image_size", image_size, minimum=1 if stride_conv else 16)
         blocks = []

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from ._checks import check_bool
 from .baselines import pretrain
 from .evaluation import EvaluationResult, evaluate
 from .models import MLP, Conv4
@@ -124,6 +125,7 @@ def reproduce(
     """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {EXPERIMENTS}, got {experiment!r}")
+    check_bool("progress", progress)
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     device = resolve_device(device)

@@ -12,6 +12,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ._checks import check_bool, check_int, check_loss_fn, check_nonnegative_float, check_positive_float
+from .errors import NonFiniteLossError
 from .inner import InnerLoop
 from .meta import maml_loss
 from .outer import OuterAdam
@@ -220,7 +221,8 @@ def meta_train(
     model.to(device)
     params = dict(model.named_parameters())
     rates, as_inner_lr = learned_inner_rates(params, config)
-    optimizer = OuterAdam([*params.values(), *rates.values()], lr=config.outer_lr)
+    trainable = [*params.values(), *rates.values()]
+    optimizer = OuterAdam(trainable, lr=config.outer_lr)
 
     def adam_step(batch: TaskBatch, iteration: int) -> torch.Tensor:
         step_weights = None
@@ -241,6 +243,13 @@ def meta_train(
         )
         optimizer.zero_grad()
         loss.backward()
+        grads = [tensor.grad for tensor in trainable if tensor.grad is not None]
+        if grads and not bool(torch.stack([torch.isfinite(grad).all() for grad in grads]).all()):
+            raise NonFiniteLossError(
+                f"the meta-loss is finite ({loss.item():.4g}) but its gradient is not, so theta was not "
+                "updated: look in loss_fn and the model for a function with an infinite derivative "
+                "(sqrt or log at 0), or try a smaller inner_lr or first_order=True"
+            )
         optimizer.step()
         return loss.detach()
 
@@ -281,6 +290,7 @@ def outer_loop(
         The meta-loss of each iteration, the wall time and the device; ``inner_lr`` and
         ``inner_loop`` are left None for the caller to fill in.
     """
+    check_bool("progress", progress)
     if not callable(sample_tasks):
         raise TypeError(
             f"sample_tasks must be callable as sample_tasks(num_tasks, *, generator), got {sample_tasks!r}"
@@ -292,7 +302,33 @@ def outer_loop(
     with tqdm(range(config.iterations), desc=description, disable=not progress) as bar:
         for iteration in bar:
             batch = sample_tasks(config.meta_batch_size, generator=generator).to(device)
-            meta_losses[iteration] = meta_step(batch, iteration)
+            try:
+                meta_losses[iteration] = meta_step(batch, iteration)
+            except NonFiniteLossError as error:
+                history = meta_losses[:iteration].cpu()
+                raise _stopped_at(iteration, error, history, time.perf_counter() - start, device) from error
             if progress and iteration % report_every == 0:
                 bar.set_postfix(meta_loss=f"{meta_losses[iteration].item():.3f}")
     return TrainingHistory(meta_losses.cpu(), time.perf_counter() - start, str(device), None, None)
+
+
+def _stopped_at(
+    iteration: int, error: NonFiniteLossError, meta_losses: torch.Tensor, seconds: float, device: torch.device
+) -> NonFiniteLossError:
+    """The error of a training run stopped at ``iteration``, with the history before it.
+
+    A meta-loss that had grown tenfold from its lowest value before it diverged points
+    at the outer step; the inner loop's own message points at the inner one.
+    """
+    advice = ""
+    if iteration >= 2 and float(meta_losses[-1]) > 10 * float(meta_losses.min()):
+        advice = (
+            f"; the meta-loss had grown from {float(meta_losses.min()):.4g} to "
+            f"{float(meta_losses[-1]):.4g} before it: try a smaller outer_lr"
+        )
+    stopped = NonFiniteLossError(
+        f"meta-iteration {iteration}: {error}{advice}. Theta is kept as the {iteration} meta-iteration(s) "
+        "before it left it, and the error's history holds their meta-losses"
+    )
+    stopped.history = TrainingHistory(meta_losses, seconds, str(device), None, None)
+    return stopped

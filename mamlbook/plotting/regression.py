@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from .._checks import check_bool
+
 
 def _flat(values: torch.Tensor | Sequence[float]) -> torch.Tensor:
     """Values as a 1-D CPU tensor, for matplotlib."""
@@ -63,6 +65,7 @@ def plot_versus(
         xlabel, ylabel: the axis labels.
         logx, logy: logarithmic axes.
     """
+    logx, logy = check_bool("logx", logx), check_bool("logy", logy)
     positions = _flat(x)
     figure, axes = plt.subplots(figsize=(6, 3.5))
     for label, values in curves.items():

@@ -16,6 +16,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .._checks import check_bool
+
 Surface = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``surface(w, b) -> loss``, elementwise over arrays ``w`` and ``b`` of one shape."""
 
@@ -96,6 +98,7 @@ def plot_loss_curves(
             divergence on one plot.
         xlabel, ylabel: the axis labels.
     """
+    check_bool("log_scale", log_scale)
     figure, axes = plt.subplots(figsize=(5.5, 3.5))
     for label, curve in curves.items():
         curve = _array(f"curves[{label!r}]", curve, ndim=1)
