@@ -45,6 +45,18 @@ def check_int(name: str, value: object, *, minimum: int) -> int:
     return int(value)
 
 
+MAX_SEED = 2**63 - 2
+"""The largest seed: torch's generators take 64-bit seeds, and seed + 1 seeds the test tasks."""
+
+
+def check_seed(name: str, value: object) -> int:
+    """Return ``value`` as an int; it must be an integer in 0..``MAX_SEED``."""
+    value = check_int(name, value, minimum=0)
+    if value > MAX_SEED:
+        raise ValueError(f"{name} must be at most {MAX_SEED} (2**63 - 2), got {value}")
+    return value
+
+
 def check_bool(name: str, value: object) -> bool:
     """Return ``value``; it must be a ``bool`` (a string such as ``"False"`` would read as true)."""
     if not isinstance(value, bool):

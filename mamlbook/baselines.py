@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._checks import check_int, check_loss_fn, check_positive_float, check_task_batch
+from ._checks import check_int, check_loss_fn, check_positive_float, check_seed, check_task_batch
 from .evaluation import EvaluationResult, evaluate
 from .tasks import Sinusoid
 from .training import MetaTrainConfig, TrainingHistory, meta_train
@@ -120,7 +120,7 @@ def train_from_scratch(
     steps = check_int("steps", steps, minimum=0)
     lr = check_positive_float("lr", lr)
     check_loss_fn(loss_fn)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_factory()

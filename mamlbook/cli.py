@@ -11,22 +11,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from ._checks import MAX_SEED
 from ._files import write_atomically
+from .data.omniglot import OmniglotDownloadError
 from .reproduce import EXPERIMENTS, PRESETS, format_record, reproduce
 
 
 def _seed(text: str) -> int:
-    """An integer >= 0 from the command line."""
+    """An integer in 0..MAX_SEED from the command line."""
     try:
         seed = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {seed}")
+    if seed < 0 or seed > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 and at most {MAX_SEED}, got {seed}")
     return seed
+
+
+def _out_problem(out: Path) -> str | None:
+    """Why the record cannot be written to ``out``, found before any training; None when it can."""
+    if out.is_dir():
+        return f"{out} is a folder; give the path of a JSON file in it"
+    if not out.parent.is_dir():
+        return f"the folder {out.parent} does not exist"
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        return f"the folder {out.parent} is not writable"
+    if out.exists() and not os.access(out, os.W_OK):
+        return f"{out} exists and is read-only"
+    return None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,8 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.out is not None and not args.out.parent.is_dir():
-        print(f"mamlbook: --out: the folder {args.out.parent} does not exist", file=sys.stderr)
+    problem = None if args.out is None else _out_problem(args.out)
+    if problem is not None:
+        print(f"mamlbook: --out: {problem}", file=sys.stderr)
         return 2
     try:
         record = reproduce(
@@ -73,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
             omniglot_root=args.omniglot_root,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, OmniglotDownloadError) as error:
         print(f"mamlbook: {error}", file=sys.stderr)
         return 1
     print(format_record(record))

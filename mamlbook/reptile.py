@@ -24,6 +24,7 @@ from ._checks import (
     check_nonnegative_float,
     check_params,
     check_positive_float,
+    check_seed,
     check_task_batch,
     params_device,
 )
@@ -64,7 +65,7 @@ class ReptileConfig:
         check_nonnegative_float("inner_lr", self.inner_lr)
         check_int("inner_steps", self.inner_steps, minimum=1)
         check_positive_float("outer_step_size", self.outer_step_size)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)
         check_bool("include_query", self.include_query)
 
     @classmethod

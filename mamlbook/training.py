@@ -11,7 +11,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ._checks import check_bool, check_int, check_loss_fn, check_nonnegative_float, check_positive_float
+from ._checks import (
+    check_bool,
+    check_int,
+    check_loss_fn,
+    check_nonnegative_float,
+    check_positive_float,
+    check_seed,
+)
 from .errors import NonFiniteLossError
 from .inner import InnerLoop
 from .meta import maml_loss
@@ -72,7 +79,7 @@ class MetaTrainConfig:
         check_nonnegative_float("inner_lr", self.inner_lr)
         check_int("inner_steps", self.inner_steps, minimum=0)
         check_positive_float("outer_lr", self.outer_lr)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)
         check_bool("first_order", self.first_order)
         if self.adapt_only is not None and (
             not isinstance(self.adapt_only, tuple)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+import mamlbook._files
 from mamlbook import cli, reproduce
 from mamlbook.evaluation import EvaluationResult
 from mamlbook.training import MetaTrainConfig
@@ -96,7 +98,7 @@ def test_omniglot_record_reports_accuracy_in_percent(tiny_presets, tmp_path, mon
         (["reproduce", "mnist"], "invalid choice"),
         (["reproduce", "sinusoid", "--preset", "full"], "invalid choice"),
         (["reproduce", "sinusoid", "--device", "tpu"], "invalid choice"),
-        (["reproduce", "sinusoid", "--seed", "-1"], "expected an integer >= 0, got -1"),
+        (["reproduce", "sinusoid", "--seed", "-1"], "argument --seed: expected an integer >= 0 and at most"),
         (["reproduce", "sinusoid", "--seed", "one"], "expected an integer >= 0, got 'one'"),
     ],
 )
@@ -164,3 +166,36 @@ def test_a_run_without_diverged_tasks_reports_no_second_mean():
     per_task = torch.tensor([[2.0, 1.0], [4.0, 3.0]])
     report = reproduce._report(EvaluationResult(per_task, per_task.mean(0), per_task.std(0)), (1,))
     assert report["diverged_tasks"] == 0 and "mean_without_diverged" not in report
+
+
+def test_an_out_path_that_is_a_folder_is_refused_before_training(tmp_path, capsys):
+    assert cli.main(["reproduce", "sinusoid", "--out", str(tmp_path)]) == 2
+    assert "--out: " in (err := capsys.readouterr().err) and "is a folder" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only folders")
+def test_an_out_path_in_a_read_only_folder_is_refused_before_training(tmp_path, capsys):
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o500)
+    assert cli.main(["reproduce", "sinusoid", "--out", str(folder / "record.json")]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_a_seed_beyond_torchs_range_names_the_seed(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["reproduce", "sinusoid", "--seed", str(2**64)])
+    assert exit_info.value.code == 2 and "--seed" in (err := capsys.readouterr().err) and "at most" in err
+    with pytest.raises(ValueError, match="seed must be at most"):
+        reproduce.reproduce("sinusoid", "quick", device="cpu", seed=2**63)
+
+
+def test_omniglot_that_cannot_be_downloaded_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    def no_network(url, timeout):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(mamlbook._files, "open_url", no_network)
+    monkeypatch.setenv("MAMLBOOK_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("MAMLBOOK_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["reproduce", "omniglot", "--device", "cpu", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mamlbook: could not download") and err.count("\n") == 1

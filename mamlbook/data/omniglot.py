@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from .. import _files
-from .._checks import check_int
+from .._checks import check_int, check_seed
 
 PARTS = ("images_background", "images_evaluation")
 """The two halves of Omniglot, with 964 background and 659 evaluation characters."""
@@ -186,7 +186,7 @@ def split_omniglot(
     """
     if not isinstance(data, Omniglot):
         raise TypeError(f"data must be the Omniglot returned by load_omniglot, got {type(data).__name__}")
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     num_train = check_int("num_train", num_train, minimum=0)
     num_val = check_int("num_val", num_val, minimum=0)
     if not isinstance(rotate_train, bool):
