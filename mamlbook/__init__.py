@@ -8,6 +8,7 @@ The core API, re-exported here:
   ``maml_loss``: the meta-objective over T tasks.
 - ``meta_train``, ``MetaTrainConfig``: the outer loop; ``evaluate``: losses on new tasks.
 - ``save_params``, ``load_params``: checkpoints; ``NonFiniteLossError``.
+- ``allow_broadcasting``: marks a loss that takes predictions and targets of other shapes.
 
 Submodules: ``inner`` (the inner loop), ``meta`` (MAML), ``reference`` (the same as a
 plain loop), ``backends`` and ``fast`` (faster ways to compute it), ``tasks``,
@@ -20,6 +21,7 @@ Importing the package changes no global state.
 import importlib
 
 from . import backends, errors, fast, gradcheck, inner, meta, models, outer, reference, tasks
+from ._checks import allow_broadcasting
 from .checkpoint import load_params, save_params
 from .errors import NonFiniteLossError
 from .evaluation import EvaluationResult, evaluate
@@ -56,6 +58,7 @@ __all__ = [
     "TrainingHistory",
     "adapt",
     "adapt_tasks",
+    "allow_broadcasting",
     "backends",
     "errors",
     "evaluate",

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
-from .types import TaskBatch
+from .types import LossFn, TaskBatch
 
 
 def check_nonnegative_float(name: str, value: object) -> float:
@@ -143,10 +144,16 @@ def check_step_weights(step_weights: object, steps: int) -> list[float]:
 
 
 def check_support_set(
-    x: object, y: object, *, device: torch.device | None = None, per_task: bool = False
+    x: object,
+    y: object,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    per_task: bool = False,
 ) -> None:
-    """``x`` and ``y`` must be tensors ``(K, ...)`` with the same K >= 1, on ``device`` if given;
-    with ``per_task``, ``(T, K, ...)`` with the same T >= 1 and K >= 1."""
+    """``x`` and ``y`` must be tensors ``(K, ...)`` with the same K >= 1, on ``device`` if given,
+    ``x`` of ``dtype`` if given and floating point; with ``per_task``, ``(T, K, ...)`` with the
+    same T >= 1 and K >= 1."""
     for name, tensor in (("x", x), ("y", y)):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
@@ -165,19 +172,41 @@ def check_support_set(
             "T >= 1 tasks of the same K >= 1 examples" if per_task else "the same number K >= 1 of examples"
         )
         raise ValueError(f"x and y must hold {what}, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    _check_input_dtype("x", x, dtype)
 
 
 def params_device(params: Mapping[str, torch.Tensor]) -> torch.device | None:
-    """The device of the first tensor of ``params``; None when it is empty."""
-    return next((tensor.device for tensor in params.values()), None)
+    """The one device of ``params``' tensors; None when it is empty."""
+    devices = {tensor.device for tensor in params.values()}
+    if len(devices) > 1:
+        raise ValueError(f"params are spread over the devices {sorted(map(str, devices))}; move them to one")
+    return next(iter(devices), None)
 
 
-def check_task_batch(batch: object, *, device: torch.device | None = None) -> TaskBatch:
+def params_dtype(params: Mapping[str, torch.Tensor]) -> torch.dtype | None:
+    """The one floating-point dtype of ``params``' tensors; None when they have none or several."""
+    dtypes = {tensor.dtype for tensor in params.values() if tensor.is_floating_point()}
+    return next(iter(dtypes)) if len(dtypes) == 1 else None
+
+
+def _check_input_dtype(name: str, tensor: torch.Tensor, dtype: torch.dtype | None) -> None:
+    """A floating-point input must have the params' dtype: the model's first layer mixes them."""
+    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+        raise ValueError(
+            f"{name} is {tensor.dtype} but the params are {dtype}; convert the inputs with .to({dtype}) "
+            "(or the model and params to theirs)"
+        )
+
+
+def check_task_batch(
+    batch: object, *, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> TaskBatch:
     """Return ``batch`` as a TaskBatch after checking that its shapes agree.
 
     Support tensors must be ``(T, K, ...)`` and query tensors ``(T, Q, ...)`` with the
     same T >= 1, K >= 1 and Q >= 1, and inputs of the same trailing shape. With
-    ``device``, every tensor must be on it.
+    ``device``, every tensor must be on it; with ``dtype``, floating-point inputs must
+    have it.
     """
     if not isinstance(batch, tuple) or len(batch) != 4:
         raise TypeError(
@@ -218,4 +247,62 @@ def check_task_batch(batch: object, *, device: torch.device | None = None) -> Ta
             f"support and query inputs differ in shape: batch.support_x {tuple(support_x.shape)}, "
             f"batch.query_x {tuple(query_x.shape)} (only the first two dimensions may differ)"
         )
+    for field in ("support_x", "query_x"):
+        _check_input_dtype(f"batch.{field}", getattr(batch, field), dtype)
     return batch
+
+
+def allow_broadcasting(loss_fn: LossFn) -> LossFn:
+    """``loss_fn``, marked to take predictions and targets of shapes that differ.
+
+    By default the package refuses a task whose prediction and target shapes differ
+    (``check_prediction_and_target``): an elementwise loss would broadcast them into a
+    meaningless value. Wrap a loss that handles such shapes itself, for example
+    ``allow_broadcasting(lambda prediction, y: F.mse_loss(prediction.squeeze(-1), y))``.
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(prediction, target), got {loss_fn!r}")
+
+    def broadcasting_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return loss_fn(prediction, target)
+
+    broadcasting_loss.allows_broadcasting = True  # type: ignore[attr-defined]
+    return broadcasting_loss
+
+
+def check_prediction_and_target(prediction: torch.Tensor, target: torch.Tensor, loss_fn: LossFn) -> None:
+    """One task's prediction and target must have one shape, or the target must hold integer
+    class indices for the prediction's last dimension (``(K, N)`` logits, ``(K,)`` labels),
+    unless ``loss_fn`` comes from ``allow_broadcasting``. Works inside ``vmap``."""
+    if prediction.shape == target.shape or getattr(loss_fn, "allows_broadcasting", False):
+        return
+    if not target.is_floating_point() and target.shape == prediction.shape[:-1]:
+        return
+    try:
+        broadcast = f"would broadcast them to {tuple(torch.broadcast_shapes(prediction.shape, target.shape))}"
+    except RuntimeError:
+        broadcast = "do not match"
+    raise ValueError(
+        f"the model's prediction for a task has shape {tuple(prediction.shape)} and its target "
+        f"{tuple(target.shape)} ({target.dtype}): they {broadcast}, a meaningless loss. Give targets of "
+        "the prediction's shape (for example y[..., None]), or integer class labels of shape (K,) for "
+        "(K, N) logits; wrap a loss_fn that handles other shapes itself in mamlbook.allow_broadcasting"
+    )
+
+
+def run_model(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``functional_call(model, params, (x,))`` for one task's inputs, whose failure names their shape."""
+    try:
+        return functional_call(model, params, (x,))
+    except RuntimeError as error:
+        if "Batching rule not implemented" in str(error):  # for inner.vmapped's fallback
+            raise
+        raise model_input_error(x.shape, error) from error
+
+
+def model_input_error(task_input_shape: torch.Size, error: Exception) -> ValueError:
+    """The error of a model that failed on one task's inputs of ``task_input_shape``."""
+    return ValueError(
+        f"the model cannot run on a task's inputs of shape {tuple(task_input_shape)} ({error}); check "
+        "the inputs' trailing shape against the model's first layer"
+    )

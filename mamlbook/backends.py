@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
+from ._checks import check_prediction_and_target, run_model
 from .fast import batched, closed_form
 from .inner import InnerLoop, looped, vmapped
 from .types import LossFn, Params, TaskBatch, TaskLosses
@@ -104,7 +104,9 @@ class Autograd(Backend):
 
     def task_losses(self, problem, x, y, loss_fn):
         def one_task(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return loss_fn(functional_call(problem.model, params, (x,)), y)
+            prediction = run_model(problem.model, params, x)
+            check_prediction_and_target(prediction, y, loss_fn)
+            return loss_fn(prediction, y)
 
         if self.vectorised:
             return vmapped(one_task, x, y, fallback=problem.vmap_fallback)

@@ -63,7 +63,7 @@ def load_params(
 
     Args:
         path: the file.
-        model: when given, the loaded params are checked against it.
+        model: when given, the loaded params are checked against it: names, shapes and dtypes.
         map_location: where to put the tensors.
 
     Returns:
@@ -84,4 +84,10 @@ def load_params(
         raise ValueError(f"path: {str(path)!r} does not hold a dict of named tensors")
     if model is not None:
         check_params(model, state)
+        for name, tensor in model.named_parameters():
+            if state[name].dtype != tensor.dtype:
+                raise ValueError(
+                    f"path: {str(path)!r} holds {name!r} as {state[name].dtype} but the model's is "
+                    f"{tensor.dtype}; convert the model (model.to({state[name].dtype})) or the loaded tensors"
+                )
     return state

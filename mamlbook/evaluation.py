@@ -11,9 +11,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ._checks import check_int, check_loss_fn, check_params, check_task_batch, params_device
+from ._checks import check_int, check_loss_fn, check_params, check_task_batch, params_device, params_dtype
 from .backends import Backend, Problem, choose_backend
-from .inner import InnerLoop, adaptation, per_task
+from .inner import InnerLoop, adaptation, check_task_losses, per_task
 from .types import InnerLR, LossFn, Params, TaskBatch
 
 
@@ -57,7 +57,7 @@ def _query_curves(
     query_scores = chosen.task_losses(problem, tasks.query_x, tasks.query_y, metric)
     start = per_task(problem.params, tasks.num_tasks)
     with torch.no_grad():
-        curve = [query_scores(start)]
+        curve = [check_task_losses(query_scores(start), tasks.num_tasks)]
     support_is_finite = torch.ones(tasks.num_tasks, dtype=torch.bool, device=tasks.support_x.device)
     for step in adaptation(support_losses, start, problem.loop):
         with torch.no_grad():
@@ -114,7 +114,7 @@ def evaluate(
     if metric is not None and not callable(metric):
         raise TypeError(f"metric must be None or callable as metric(prediction, target), got {metric!r}")
     chunk_size = check_int("chunk_size", chunk_size, minimum=1)
-    batch = check_task_batch(batch, device=params_device(params))
+    batch = check_task_batch(batch, device=params_device(params), dtype=params_dtype(params))
     theta = {name: tensor.detach() for name, tensor in params.items()}
     # The steps are first order: theta is detached, so no graph is wanted through them.
     loop = dataclasses.replace(loop, first_order=True)

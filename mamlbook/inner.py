@@ -210,6 +210,16 @@ def _step_rates(
     return {name: rate[name] for name in adapted}
 
 
+def check_task_losses(losses: torch.Tensor, num_tasks: int) -> torch.Tensor:
+    """``losses`` when it holds one loss per task, ``(T,)``; else a ``ValueError``."""
+    if losses.shape != (num_tasks,):
+        raise ValueError(
+            f"the losses must hold one scalar per task, shape ({num_tasks},), got {tuple(losses.shape)}: a "
+            "loss_fn with reduction='none' gives one per example; keep its default reduction"
+        )
+    return losses
+
+
 def per_task(params: Params, num_tasks: int) -> Params:
     """``params`` repeated for T tasks without copying: each tensor ``(T, ...)``, a view."""
     return {name: tensor.expand(num_tasks, *tensor.shape) for name, tensor in params.items()}
@@ -264,7 +274,7 @@ def _descend(
             current[name] = (
                 tensor.view_as(tensor) if tensor.requires_grad else tensor.detach().requires_grad_()
             )
-        losses = task_losses(current)  # (T,)
+        losses = check_task_losses(task_losses(current), next(iter(current.values())).shape[0])  # (T,)
         grads = torch.autograd.grad(
             losses.sum(),
             [current[name] for name in loop.adapted],

@@ -25,10 +25,11 @@ from ._checks import (
     check_support_set,
     check_task_batch,
     params_device,
+    params_dtype,
 )
 from .backends import BACKENDS, Backend, Problem, choose_backend
 from .errors import raise_if_not_finite
-from .inner import InnerLoop, adaptation, per_task
+from .inner import InnerLoop, adaptation, check_task_losses, per_task
 from .types import InnerLR, LossFn, Params, TaskBatch, TaskLosses
 
 
@@ -133,7 +134,7 @@ def adapt_tasks(
         first_order=first_order,
         adapt_only=adapt_only,
     )
-    check_support_set(x, y, device=params_device(params), per_task=True)
+    check_support_set(x, y, device=params_device(params), dtype=params_dtype(params), per_task=True)
     problem = Problem("adapt", model, params, loss_fn, loop, inputs=(x,))
     support_losses = choose_backend(backend, problem).task_losses(problem, x, y, loss_fn)
     adapted, history = per_task(params, x.shape[0]), []
@@ -208,7 +209,7 @@ def maml_loss(
         first_order=first_order,
         adapt_only=adapt_only,
     )
-    batch = check_task_batch(batch, device=params_device(params))
+    batch = check_task_batch(batch, device=params_device(params), dtype=params_dtype(params))
     weights = None if step_weights is None else check_step_weights(step_weights, loop.steps)
     inputs = (batch.support_x, batch.query_x)
     problem = Problem("maml_loss", model, params, loss_fn, loop, inputs, batch, weights)
@@ -268,12 +269,16 @@ def meta_objective(
         step_weights = check_step_weights(step_weights, loop.steps)
         weights = {number: weight for number, weight in enumerate(step_weights, start=1) if weight}
     start = per_task(params, num_tasks)
-    scored = {0: query_losses(start)} if 0 in weights else {}  # steps taken -> (T,) query losses
+
+    def query_losses_at(params_per_task: Params) -> torch.Tensor:
+        return check_task_losses(query_losses(params_per_task), num_tasks)
+
+    scored = {0: query_losses_at(start)} if 0 in weights else {}  # steps taken -> (T,) query losses
     support_history = []  # (T,) before each step
     for step in adaptation(support_losses, start, loop):
         support_history.append(step.support_losses)
         if step.number in weights:
-            scored[step.number] = query_losses(step.adapted)
+            scored[step.number] = query_losses_at(step.adapted)
     meta_loss = torch.stack([weights[number] * losses.mean() for number, losses in scored.items()]).sum()
     if not bool(torch.isfinite(meta_loss)):
         raise_if_not_finite(

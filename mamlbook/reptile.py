@@ -27,6 +27,7 @@ from ._checks import (
     check_seed,
     check_task_batch,
     params_device,
+    params_dtype,
 )
 from .backends import Backend, Problem, choose_backend
 from .errors import raise_if_not_finite
@@ -132,7 +133,7 @@ def reptile_step(
     )
     outer_step_size = check_positive_float("outer_step_size", outer_step_size)
     include_query = check_bool("include_query", include_query)
-    batch = check_task_batch(batch, device=params_device(params))
+    batch = check_task_batch(batch, device=params_device(params), dtype=params_dtype(params))
     x, y = batch.support_x, batch.support_y
     if include_query:
         x, y = torch.cat([x, batch.query_x], dim=1), torch.cat([y, batch.query_y], dim=1)  # (T, K + Q, ...)

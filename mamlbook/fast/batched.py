@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 
+from .._checks import check_prediction_and_target, model_input_error
 from ..models import MLP, Conv4
 from ..types import LossFn, TaskLosses
 
@@ -431,7 +432,11 @@ def task_losses(
 
     def chunk_losses(params_per_task: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
         """The ``(T,)`` losses of all the tasks given, at once."""
-        outputs = forward(model_plan, params_per_task, x)  # (T, K, ...)
+        try:
+            outputs = forward(model_plan, params_per_task, x)  # (T, K, ...)
+        except RuntimeError as error:
+            raise model_input_error(x.shape[1:], error) from error
+        check_prediction_and_target(outputs[0], y[0], loss_fn)
         if loss_fn is F.mse_loss and outputs.shape == y.shape and outputs.dtype == y.dtype:
             return (outputs - y).square().mean(dim=tuple(range(1, y.dim())))
         return vmap(loss_fn, randomness="different")(outputs, y)
