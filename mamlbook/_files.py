@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import stat
 import tempfile
 import urllib.request
 import uuid
@@ -29,15 +30,29 @@ def write_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> None:
 
     ``fill(file)`` writes the content to a file open in binary mode. A reader sees the
     old file or the complete new one, never a partial one, and an interrupted write
-    leaves no temporary file. The folder must exist; the file gets the permissions the
-    umask gives.
+    leaves no temporary file. The folder must exist. A file that is replaced keeps its
+    permissions; a new one gets those the umask gives.
+
+    Raises:
+        PermissionError: ``path`` is a read-only file (its owner may not write it).
+        IsADirectoryError: ``path`` is a folder.
+        ValueError: ``path`` is a symbolic link, which the rename would replace by a file.
     """
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symbolic link; write to the file it points to, {path.resolve()}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of a file")
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
+    if mode is not None and not mode & stat.S_IWUSR:
+        raise PermissionError(f"{path} is read-only; make it writable (chmod u+w) to replace it")
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with temporary.open("xb") as file:
             fill(file)
             file.flush()
             os.fsync(file.fileno())
+        if mode is not None:
+            os.chmod(temporary, mode)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

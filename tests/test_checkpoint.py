@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -150,3 +152,31 @@ def test_load_puts_tensors_on_the_map_location(model, tmp_path):
     loaded = mb.load_params(tmp_path / "theta.pt", map_location="meta")
     assert all(tensor.device.type == "meta" for tensor in loaded.values())
     assert all(tensor.device.type == "cpu" for tensor in mb.load_params(tmp_path / "theta.pt").values())
+
+
+def test_resaving_keeps_the_files_permissions(tmp_path):
+    path = tmp_path / "theta.pt"
+    mb.save_params({"w": torch.zeros(2)}, path)
+    path.chmod(0o640)
+    mb.save_params({"w": torch.ones(2)}, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert torch.equal(mb.load_params(path)["w"], torch.ones(2))
+
+
+def test_a_read_only_file_is_not_replaced(tmp_path):
+    path = tmp_path / "theta.pt"
+    mb.save_params({"w": torch.zeros(2)}, path)
+    path.chmod(0o444)
+    with pytest.raises(PermissionError, match="is read-only"):
+        mb.save_params({"w": torch.ones(2)}, path)
+    assert torch.equal(mb.load_params(path)["w"], torch.zeros(2))
+
+
+def test_a_symbolic_link_is_not_replaced_by_a_file(tmp_path):
+    target = tmp_path / "real.pt"
+    mb.save_params({"w": torch.zeros(2)}, target)
+    link = tmp_path / "link.pt"
+    link.symlink_to(target)
+    with pytest.raises(ValueError, match="is a symbolic link; write to the file it points to"):
+        mb.save_params({"w": torch.ones(2)}, link)
+    assert link.is_symlink() and torch.equal(mb.load_params(target)["w"], torch.zeros(2))

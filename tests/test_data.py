@@ -255,6 +255,7 @@ def test_unreadable_cache_warns_and_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setattr(omniglot, "_decode", fail_to_decode)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message="the Omniglot data in")  # the fake data is small
         assert_same(omniglot.load_omniglot(root, cache_dir=tmp_path / "cache"), first)
     assert [path.name for path in (tmp_path / "cache").iterdir()] == [cache_file.name]
 
@@ -550,3 +551,36 @@ def test_split_errors_name_the_argument(synthetic, kwargs, error, message):
 def test_split_needs_omniglot_data(synthetic):
     with pytest.raises(TypeError, match="data must be the Omniglot returned by load_omniglot"):
         omniglot.split_omniglot((synthetic.images, synthetic.labels))
+
+
+def test_a_decompression_bomb_names_the_image_and_its_zip(tmp_path, monkeypatch):
+    root = fake_root(tmp_path / "data")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 105 * 105 // 3)  # Omniglot's 105x105 count as bombs
+    with pytest.raises(ValueError, match=r"cannot read the image \w+/character\d+/\d+_\d+\.png of .*\.zip"):
+        omniglot.load_omniglot(root, cache_dir=tmp_path / "cache")
+
+
+def test_a_zip_replaced_by_another_of_the_same_size_and_time_is_read_again(tmp_path):
+    root = fake_root(tmp_path / "data")
+    files = fake_files()["images_evaluation"]
+    original = write_zip(tmp_path / "original", "images_evaluation", files).read_bytes()
+    files["Gamma/character01/0008_01.png"] = drawing(20)
+    replacement = write_zip(tmp_path / "replacement", "images_evaluation", files).read_bytes()
+    size = max(len(original), len(replacement))  # zero bytes after a zip's end are ignored by readers
+    archive, mtime = root / "images_evaluation.zip", 1_700_000_000 * 10**9
+    archive.write_bytes(original.ljust(size, b"\0"))
+    os.utime(archive, ns=(mtime, mtime))
+    before = omniglot.load_omniglot(root, cache_dir=tmp_path / "cache")
+    archive.write_bytes(replacement.ljust(size, b"\0"))
+    os.utime(archive, ns=(mtime, mtime))
+    after = omniglot.load_omniglot(root, cache_dir=tmp_path / "cache")
+    assert not torch.equal(after.images[7], before.images[7])
+    assert np.array_equal(
+        after.images[7].numpy(),
+        expected_images({"images_background": {}, "images_evaluation": {"x/y/z.png": drawing(20)}})[0],
+    )
+
+
+def test_data_with_missing_alphabets_is_reported(tmp_path):
+    with pytest.warns(UserWarning, match=r"holds 2 \+ 1 alphabets .* not the full 30 \+ 20"):
+        omniglot.load_omniglot(fake_root(tmp_path / "data"), cache_dir=tmp_path / "cache")

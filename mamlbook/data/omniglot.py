@@ -155,7 +155,33 @@ def load_omniglot(
     if data is None:
         data = _preprocess(sources, image_size)
         _write_cache(cache_file, data)
+    _warn_if_incomplete(data, root)
     return data
+
+
+_FULL_COUNTS = (30, 964, 20, 659)
+"""Omniglot's alphabets and characters: background, then evaluation."""
+
+
+def _warn_if_incomplete(data: Omniglot, root: Path) -> None:
+    """Warn when ``data`` lacks some of Omniglot's alphabets or characters: it would be
+    another benchmark, whose results do not compare with the paper's."""
+    counts = []
+    for in_part in (True, False):
+        names = [
+            name
+            for name, background in zip(data.class_names, data.background.tolist(), strict=True)
+            if background == in_part
+        ]
+        counts += [len({name.split("/")[0] for name in names}), len(names)]
+    if tuple(counts) != _FULL_COUNTS:
+        warnings.warn(
+            f"the Omniglot data in {root} holds {counts[0]} + {counts[2]} alphabets and {counts[1]} + "
+            f"{counts[3]} characters (background + evaluation), not the full 30 + 20 and 964 + 659: it is "
+            "not the benchmark of the paper, so results will not compare; extract or download the zips again",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def split_omniglot(
@@ -268,12 +294,16 @@ def _folder_files(folder: Path, prefix: str = "") -> list[tuple[str, int, int]]:
 
 
 def _source_identity(part: str, source: Path) -> bytes:
-    """The names, sizes and modification times of ``source``'s files, which change when it does."""
+    """The names, sizes and modification times of ``source``'s files, which change when it does;
+    for a zip also the MD5 of its content, so that a zip replaced by another of the same size
+    and time is not taken for it."""
     if source.is_dir():
         files = _folder_files(source, f"{part}/")
     else:
         stat = source.stat()
-        files = [(source.name, stat.st_size, stat.st_mtime_ns)]
+        with source.open("rb") as file:
+            digest = hashlib.file_digest(file, functools.partial(hashlib.md5, usedforsecurity=False))
+        files = [(f"{source.name}\0{digest.hexdigest()}", stat.st_size, stat.st_mtime_ns)]
     return "".join(f"{name}\0{size}\0{mtime}\n" for name, size, mtime in files).encode()
 
 
@@ -286,8 +316,10 @@ def _png_paths(names: list[str], prefix: str = "") -> list[str]:
 
 def _decode(file: BinaryIO, image_size: int) -> np.ndarray:
     """One PNG as an ``(image_size, image_size)`` uint8 array, ink bright."""
-    with Image.open(file) as image:
-        grey = image.convert("L")  # before resizing: PIL resizes one-bit images by nearest neighbour
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # far beyond Omniglot's 105x105
+        with Image.open(file) as image:
+            grey = image.convert("L")  # before resizing: PIL resizes one-bit images by nearest neighbour
     return 255 - np.asarray(grey.resize((image_size, image_size), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
@@ -300,7 +332,13 @@ def _decode_all(
         try:
             with open_file(path) as file:
                 images[i] = _decode(file, size)
-        except (OSError, SyntaxError, ValueError) as err:
+        except (
+            OSError,
+            SyntaxError,
+            ValueError,
+            Image.DecompressionBombError,
+            Image.DecompressionBombWarning,
+        ) as err:
             raise ValueError(
                 f"cannot read the image {path} of {source} ({err}); delete {source} and download it again"
             ) from err
