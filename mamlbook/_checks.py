@@ -290,6 +290,21 @@ def check_prediction_and_target(prediction: torch.Tensor, target: torch.Tensor, 
     )
 
 
+def task_loss(loss_fn: LossFn, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``loss_fn(prediction, target)`` for one task, whose class labels outside the model's
+    outputs name their range instead of failing deep inside torch."""
+    try:
+        return loss_fn(prediction, target)
+    except (RuntimeError, IndexError) as error:
+        if "out of bounds" not in str(error):
+            raise
+        classes = prediction.shape[-1]
+        raise ValueError(
+            f"a target label is outside 0..{classes - 1}, the classes of the model's {classes} outputs "
+            f"({error}); labels must run over 0..n_way-1"
+        ) from error
+
+
 def run_model(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``functional_call(model, params, (x,))`` for one task's inputs, whose failure names their shape."""
     try:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._checks import check_prediction_and_target, run_model
+from ._checks import check_prediction_and_target, run_model, task_loss
 from .fast import batched, closed_form
 from .inner import InnerLoop, looped, vmapped
 from .types import LossFn, Params, TaskBatch, TaskLosses
@@ -106,7 +106,7 @@ class Autograd(Backend):
         def one_task(params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             prediction = run_model(problem.model, params, x)
             check_prediction_and_target(prediction, y, loss_fn)
-            return loss_fn(prediction, y)
+            return task_loss(loss_fn, prediction, y)
 
         if self.vectorised:
             return vmapped(one_task, x, y, fallback=problem.vmap_fallback)

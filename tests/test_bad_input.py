@@ -168,3 +168,19 @@ def test_a_checkpoint_of_another_dtype_is_named_when_loaded_for_a_model(tmp_path
     ):
         mb.load_params(path, model=model)
     assert mb.load_params(path, model=model.double())["body.0.weight"].dtype == torch.float64
+
+
+def test_class_labels_outside_the_models_outputs_are_named(theta, backend):
+    if backend == "closed_form":
+        pytest.skip("the closed form takes the MSE alone")
+    model = nn.Linear(4, 3).double()
+    x = torch.randn(2, 6, 4, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 6))
+    labels[1, 2] = 7
+    batch = mb.TaskBatch(x, labels, x, labels)
+    with pytest.raises(
+        ValueError, match=r"a target label is outside 0..2, the classes of the model's 3 outputs"
+    ):
+        mb.maml_loss(
+            model, theta(model), batch, loss_fn=F.cross_entropy, inner_lr=0.1, inner_steps=1, backend=backend
+        )

@@ -32,6 +32,7 @@ activations of all tasks with the dict of parameters ``(T, ...)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 
-from .._checks import check_prediction_and_target, model_input_error
+from .._checks import check_prediction_and_target, model_input_error, task_loss
 from ..models import MLP, Conv4
 from ..types import LossFn, TaskLosses
 
@@ -439,7 +440,7 @@ def task_losses(
         check_prediction_and_target(outputs[0], y[0], loss_fn)
         if loss_fn is F.mse_loss and outputs.shape == y.shape and outputs.dtype == y.dtype:
             return (outputs - y).square().mean(dim=tuple(range(1, y.dim())))
-        return vmap(loss_fn, randomness="different")(outputs, y)
+        return vmap(functools.partial(task_loss, loss_fn), randomness="different")(outputs, y)
 
     def losses_of(params_per_task: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if chunk == x.shape[0]:
