@@ -82,6 +82,12 @@ def check_loss_fn(loss_fn: object) -> None:
         raise TypeError(f"loss_fn must be callable as loss_fn(prediction, target), got {loss_fn!r}")
 
 
+def check_model(model: object) -> None:
+    """``model`` must be a ``torch.nn.Module``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
 def check_params(model: object, params: object) -> None:
     """``params`` must hold a tensor for each of ``model``'s parameters, of the same shape.
 
@@ -89,8 +95,7 @@ def check_params(model: object, params: object) -> None:
         model: the ``nn.Module`` the params are evaluated with.
         params: a dict from parameter name to tensor.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     if not isinstance(params, Mapping):
         raise TypeError(
             f"params must be a dict of tensors such as dict(model.named_parameters()), "

@@ -213,9 +213,14 @@ def _step_rates(
 def check_task_losses(losses: torch.Tensor, num_tasks: int) -> torch.Tensor:
     """``losses`` when it holds one loss per task, ``(T,)``; else a ``ValueError``."""
     if losses.shape != (num_tasks,):
+        why = (
+            "a loss_fn with reduction='none' gives one per example; keep its default reduction"
+            if losses.dim() > 1
+            else "one loss per task of the batch, in the tasks' order"
+        )
+        shape = tuple(losses.shape)
         raise ValueError(
-            f"the losses must hold one scalar per task, shape ({num_tasks},), got {tuple(losses.shape)}: a "
-            "loss_fn with reduction='none' gives one per example; keep its default reduction"
+            f"the losses must hold one scalar per task, shape ({num_tasks},), got {shape}: {why}"
         )
     return losses
 

@@ -21,6 +21,7 @@ from ._checks import (
     check_bool,
     check_int,
     check_loss_fn,
+    check_model,
     check_nonnegative_float,
     check_params,
     check_positive_float,
@@ -185,6 +186,7 @@ def reptile_train(
     """
     if not isinstance(config, ReptileConfig):
         raise TypeError(f"config must be a ReptileConfig, got {type(config).__name__}")
+    check_model(model)
     check_loss_fn(loss_fn)
     device = resolve_device(device)
     model.to(device)

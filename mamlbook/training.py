@@ -15,6 +15,7 @@ from ._checks import (
     check_bool,
     check_int,
     check_loss_fn,
+    check_model,
     check_nonnegative_float,
     check_positive_float,
     check_seed,
@@ -223,6 +224,7 @@ def meta_train(
     """
     if not isinstance(config, MetaTrainConfig):
         raise TypeError(f"config must be a MetaTrainConfig, got {type(config).__name__}")
+    check_model(model)
     check_loss_fn(loss_fn)
     device = resolve_device(device)
     model.to(device)
@@ -308,7 +310,10 @@ def outer_loop(
     start = time.perf_counter()
     with tqdm(range(config.iterations), desc=description, disable=not progress) as bar:
         for iteration in bar:
-            batch = sample_tasks(config.meta_batch_size, generator=generator).to(device)
+            batch = sample_tasks(config.meta_batch_size, generator=generator)
+            if not isinstance(batch, TaskBatch):
+                raise TypeError(f"sample_tasks must return a mamlbook.TaskBatch, got {type(batch).__name__}")
+            batch = batch.to(device)
             try:
                 meta_losses[iteration] = meta_step(batch, iteration)
             except NonFiniteLossError as error:

@@ -120,3 +120,32 @@ def test_save_params_saves_a_view_as_its_own_data(tmp_path):
     torch.testing.assert_close(loaded, large[3], rtol=0, atol=0)
     assert loaded.untyped_storage().nbytes() == 100 * 4
     assert path.stat().st_size < 10 * 100 * 4  # not the 400 kB of the whole tensor
+
+
+def test_meta_training_names_a_model_or_sampler_of_the_wrong_kind():
+    config = mb.MetaTrainConfig(iterations=1, meta_batch_size=2)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        mb.meta_train("mlp", sample_sine_tasks(), config, loss_fn=F.mse_loss, device="cpu", progress=False)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        mb.reptile.reptile_train(
+            "mlp",
+            sample_sine_tasks(),
+            mb.reptile.ReptileConfig(iterations=1),
+            loss_fn=F.mse_loss,
+            progress=False,
+        )
+    with pytest.raises(TypeError, match="sample_tasks must return a mamlbook.TaskBatch, got list"):
+        mb.meta_train(
+            make_model(), lambda n, generator: [n], config, loss_fn=F.mse_loss, device="cpu", progress=False
+        )
+
+
+def test_meta_objective_names_losses_that_are_not_one_per_task():
+    params = dict(make_model().named_parameters())
+    loop = mb.InnerLoop.of(params, inner_lr=0.1, inner_steps=1)
+
+    def two_losses(params_per_task):
+        return torch.zeros(2)
+
+    with pytest.raises(ValueError, match=r"shape \(3,\), got \(2,\): one loss per task of the batch"):
+        mb.meta.meta_objective(params, two_losses, two_losses, loop, num_tasks=3)
