@@ -199,3 +199,15 @@ def test_omniglot_that_cannot_be_downloaded_is_one_line_not_a_traceback(tmp_path
     assert cli.main(["reproduce", "omniglot", "--device", "cpu", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mamlbook: could not download") and err.count("\n") == 1
+
+
+def test_an_out_file_that_is_read_only_or_a_link_is_refused_before_training(tmp_path, capsys):
+    read_only = tmp_path / "record.json"
+    read_only.write_text("{}")
+    read_only.chmod(0o444)
+    assert cli.main(["reproduce", "sinusoid", "--out", str(read_only)]) == 2
+    assert "exists and is read-only" in capsys.readouterr().err
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "elsewhere.json")
+    assert cli.main(["reproduce", "sinusoid", "--out", str(link)]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err
