@@ -34,17 +34,10 @@ def write_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> None:
     permissions; a new one gets those the umask gives.
 
     Raises:
-        PermissionError: ``path`` is a read-only file (its owner may not write it).
-        IsADirectoryError: ``path`` is a folder.
-        ValueError: ``path`` is a symbolic link, which the rename would replace by a file.
+        the errors of ``check_replaceable``.
     """
-    if path.is_symlink():
-        raise ValueError(f"{path} is a symbolic link; write to the file it points to, {path.resolve()}")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give the path of a file")
+    check_replaceable(path)
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else None
-    if mode is not None and not mode & stat.S_IWUSR:
-        raise PermissionError(f"{path} is read-only; make it writable (chmod u+w) to replace it")
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         with temporary.open("xb") as file:
@@ -56,6 +49,22 @@ def write_atomically(path: Path, fill: Callable[[BinaryIO], object]) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def check_replaceable(path: Path) -> None:
+    """``path`` must be a new file or a writable one, which ``write_atomically`` may replace.
+
+    Raises:
+        PermissionError: ``path`` is a read-only file (its owner may not write it).
+        IsADirectoryError: ``path`` is a folder.
+        ValueError: ``path`` is a symbolic link, which the rename would replace by a file.
+    """
+    if path.is_symlink():
+        raise ValueError(f"{path} is a symbolic link; write to the file it points to, {path.resolve()}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of a file")
+    if path.exists() and not path.stat().st_mode & stat.S_IWUSR:
+        raise PermissionError(f"{path} exists and is read-only; make it writable (chmod u+w) to replace it")
 
 
 def download(url: str, target: Path, *, md5: str, error: type[Exception]) -> None:

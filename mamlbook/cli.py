@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 
 from ._checks import MAX_SEED
-from ._files import write_atomically
+from ._files import check_replaceable, write_atomically
 from .data.omniglot import OmniglotDownloadError
 from .reproduce import EXPERIMENTS, PRESETS, format_record, reproduce
 
@@ -35,16 +34,14 @@ def _seed(text: str) -> int:
 
 def _out_problem(out: Path) -> str | None:
     """Why the record cannot be written to ``out``, found before any training; None when it can."""
-    if out.is_symlink():
-        return f"{out} is a symbolic link; give the file it points to, {out.resolve()}"
-    if out.is_dir():
-        return f"{out} is a folder; give the path of a JSON file in it"
+    try:
+        check_replaceable(out)
+    except (OSError, ValueError) as error:
+        return str(error)
     if not out.parent.is_dir():
         return f"the folder {out.parent} does not exist"
     if not os.access(out.parent, os.W_OK | os.X_OK):
         return f"the folder {out.parent} is not writable"
-    if out.exists() and not out.stat().st_mode & stat.S_IWUSR:  # as write_atomically decides
-        return f"{out} exists and is read-only"
     return None
 
 
