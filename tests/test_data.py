@@ -312,7 +312,7 @@ def test_part_without_pngs_is_an_error(tmp_path, as_folders):
         ({"image_size": 28.0}, TypeError, "image_size must be an integer"),
         ({"root": 3}, TypeError, "root must be a path"),
         ({"cache_dir": b"cache"}, TypeError, "cache_dir must be a path"),
-        ({"download": "yes"}, TypeError, "download must be True or False"),
+        ({"download": "yes"}, TypeError, "download must be a bool"),
     ],
 )
 def test_bad_arguments_are_named(tmp_path, kwargs, error, message):
@@ -540,7 +540,7 @@ def test_split_sizes_are_arguments(synthetic):
         ({"num_train": -1}, ValueError, "num_train must be >= 0"),
         ({"num_val": -5}, ValueError, "num_val must be >= 0"),
         ({"seed": 1.5}, TypeError, "seed must be an integer"),
-        ({"rotate_train": 1}, TypeError, "rotate_train must be True or False"),
+        ({"rotate_train": 1}, TypeError, "rotate_train must be a bool"),
     ],
 )
 def test_split_errors_name_the_argument(synthetic, kwargs, error, message):

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from .. import _files
-from .._checks import check_int, check_seed
+from .._checks import check_bool, check_int, check_seed
 
 PARTS = ("images_background", "images_evaluation")
 """The two halves of Omniglot, with 964 background and 659 evaluation characters."""
@@ -146,8 +146,7 @@ def load_omniglot(
     root = _check_dir("root", root, default_data_dir)
     cache_dir = _check_dir("cache_dir", cache_dir, default_cache_dir)
     image_size = check_int("image_size", image_size, minimum=1)
-    if not isinstance(download, bool):
-        raise TypeError(f"download must be True or False, got {download!r}")
+    check_bool("download", download)
     sources = _find_sources(root, download)
     identity = hashlib.sha256(b"".join(_source_identity(part, source) for part, source in sources.items()))
     cache_file = cache_dir / f"omniglot-{image_size}px-v{_CACHE_FORMAT}-{identity.hexdigest()[:16]}.pt"
@@ -215,8 +214,7 @@ def split_omniglot(
     seed = check_seed("seed", seed)
     num_train = check_int("num_train", num_train, minimum=0)
     num_val = check_int("num_val", num_val, minimum=0)
-    if not isinstance(rotate_train, bool):
-        raise TypeError(f"rotate_train must be True or False, got {rotate_train!r}")
+    check_bool("rotate_train", rotate_train)
     num_classes = len(data.class_names)
     if num_train + num_val > num_classes:
         raise ValueError(
