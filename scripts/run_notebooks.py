@@ -13,7 +13,10 @@ Examples, from the repository root::
     python scripts/run_notebooks.py --device cuda -p iterations 70000 book/quickstart.ipynb
 
 The executed copies are written to ``_build/executed/`` (``--output-dir``); the
-committed notebooks are rewritten only with ``--inplace``. ``--times FILE`` also writes
+committed notebooks are rewritten only with ``--inplace``. Before a run, each notebook's
+Colab install cell is pinned to the tag of the package version that runs it
+(``@v0.1.0``), so that a notebook saved from this build installs the package it was
+built with. ``--times FILE`` also writes
 each notebook's wall time, with the parameters, versions and machine, as JSON (the book's
 appendix shows ``benchmarks/results/chapter_times_cpu.json``). The exit status is 1 when
 any notebook fails, and 2 when the arguments are wrong.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -41,6 +45,9 @@ BOOK = REPOSITORY / "book"
 PARAMETER_SETS = BOOK / "parameters.yml"
 DEFAULT_OUTPUT_DIR = REPOSITORY / "_build" / "executed"
 KERNEL = "python3"  # the kernel the book build uses too (nb_kernel_rgx_aliases)
+# The repository in the Colab install cells, with the tag it is pinned to if any.
+INSTALLED_FROM = re.compile(r"(git\+https://github\.com/mamlbook/mamlbook)(@[\w.\-]+)?")
+CLONED_TAG = re.compile(r"(git clone [^\n]*--branch )[\w.\-]+")
 
 
 class NotebookError(Exception):
@@ -160,11 +167,23 @@ def output_path(notebook: Path, output_dir: Path | None) -> Path:
     return output_dir / notebook_key(notebook)
 
 
+def pin_install_cells(notebook: nbformat.NotebookNode, version: str) -> None:
+    """Point every Colab install cell (and the appendix's clone) at the tag ``v<version>``."""
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "google.colab" in cell.source:
+            source = INSTALLED_FROM.sub(rf"\g<1>@v{version}", cell.source)
+            cell.source = CLONED_TAG.sub(rf"\g<1>v{version}", source)
+
+
 def run_notebook(notebook: Path, output: Path, parameters: dict[str, Any]) -> None:
     """Execute ``notebook`` in its own folder with papermill, writing the result to ``output``."""
+    import mamlbook
+
     output.parent.mkdir(parents=True, exist_ok=True)
+    source = nbformat.read(notebook, as_version=4)
+    pin_install_cells(source, mamlbook.__version__)
     papermill.execute_notebook(
-        str(notebook),
+        source,
         str(output),
         parameters=parameters,
         kernel_name=KERNEL,

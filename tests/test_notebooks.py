@@ -17,6 +17,8 @@ import nbformat
 import pytest
 import yaml
 
+import mamlbook
+
 pytestmark = pytest.mark.book  # minutes: not in the quick tier (pytest -m "not book")
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -160,6 +162,15 @@ def test_notebook_has_a_colab_install_cell(path: Path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=notebook_id)
+def test_colab_install_cell_pins_the_package_version(path: Path):
+    tag = f"@v{mamlbook.__version__}"
+    cells = [cell.source for cell in code_cells(read(path)) if "google.colab" in cell.source]
+    assert all(tag in source for source in cells), (
+        f"the Colab install cell must install {tag}: run scripts/run_notebooks.py --inplace"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=notebook_id)
 def test_notebook_has_an_output_checked_by_nbval(path: Path):
     checked = [cell for cell in code_cells(read(path)) if cell.source.startswith("# NBVAL_CHECK_OUTPUT")]
     assert checked, "expected at least one cell whose first line is # NBVAL_CHECK_OUTPUT"
@@ -222,3 +233,19 @@ def test_run_notebooks_rejects_an_unknown_parameter(tmp_path: Path, capsys):
 )
 def test_run_notebooks_reads_values_as_yaml(text: str, value: object):
     assert load_run_notebooks().parse_value(text) == value
+
+
+def test_pin_install_cells_sets_the_tag_of_a_version():
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            'if "google.colab" in sys.modules:\n'
+            '    %pip install -q "mamlbook @ git+https://github.com/mamlbook/mamlbook"\n'
+            "    !git clone -q --depth 1 --branch v0.0.9 https://github.com/mamlbook/mamlbook repository"
+        ),
+        nbformat.v4.new_code_cell('print("git+https://github.com/mamlbook/mamlbook")'),
+    ]
+    load_run_notebooks().pin_install_cells(notebook, "1.2.3")
+    assert 'mamlbook/mamlbook@v1.2.3"' in notebook.cells[0].source
+    assert "--branch v1.2.3 " in notebook.cells[0].source
+    assert notebook.cells[1].source == 'print("git+https://github.com/mamlbook/mamlbook")'
