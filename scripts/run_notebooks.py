@@ -182,14 +182,31 @@ def run_notebook(notebook: Path, output: Path, parameters: dict[str, Any]) -> No
     output.parent.mkdir(parents=True, exist_ok=True)
     source = nbformat.read(notebook, as_version=4)
     pin_install_cells(source, mamlbook.__version__)
-    papermill.execute_notebook(
-        source,
-        str(output),
-        parameters=parameters,
-        kernel_name=KERNEL,
-        cwd=str(notebook.parent),
-        progress_bar=False,
-    )
+    try:
+        papermill.execute_notebook(
+            source,
+            str(output),
+            parameters=parameters,
+            kernel_name=KERNEL,
+            cwd=str(notebook.parent),
+            progress_bar=False,
+        )
+    finally:  # a failed run's notebook is written too, with the error in its cell
+        if output.is_file():
+            record_relative_paths(output, notebook)
+
+
+def record_relative_paths(output: Path, notebook: Path) -> None:
+    """Name the notebook and its executed copy in papermill's metadata relative to the
+    repository, instead of the notebook object and the absolute paths of this machine."""
+    executed = nbformat.read(output, as_version=4)
+    for key, path in (("input_path", notebook), ("output_path", output)):
+        try:
+            executed.metadata.papermill[key] = path.resolve().relative_to(REPOSITORY).as_posix()
+        except ValueError:  # outside the repository: its name alone
+            executed.metadata.papermill[key] = path.name
+    text = nbformat.writes(executed)
+    write_atomically(output, lambda file: file.write(text.encode()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -249,3 +249,21 @@ def test_pin_install_cells_sets_the_tag_of_a_version():
     assert 'mamlbook/mamlbook@v1.2.3"' in notebook.cells[0].source
     assert "--branch v1.2.3 " in notebook.cells[0].source
     assert notebook.cells[1].source == 'print("git+https://github.com/mamlbook/mamlbook")'
+
+
+@pytest.mark.book
+def test_an_executed_notebook_names_its_paths_relative_to_the_repository(tmp_path: Path):
+    output = tmp_path / "executed" / "00_idea.ipynb"
+    arguments = [str(BOOK / "00_idea.ipynb"), "--parameters", "smoke", "--output-dir", str(output.parent)]
+    assert load_run_notebooks().main(arguments) == 0
+    papermill_metadata = nbformat.read(output, as_version=4).metadata.papermill
+    assert papermill_metadata["input_path"] == "book/00_idea.ipynb"
+    assert papermill_metadata["output_path"] == "00_idea.ipynb"
+    assert str(REPOSITORY) not in output.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=notebook_id)
+def test_notebook_holds_no_absolute_path_of_this_machine(path: Path):
+    assert str(REPOSITORY) not in path.read_text(encoding="utf-8"), (
+        "an absolute path of this machine is in the notebook: run scripts/run_notebooks.py --inplace"
+    )
