@@ -4,6 +4,11 @@ Each experiment has presets: ``paper`` runs the paper's settings, ``quick`` a fe
 minutes' version of them for a check on a laptop. ``reproduce`` trains, evaluates on
 600 new tasks and returns a JSON-ready record: the settings, the results with 95 %
 intervals beside the paper's, the versions, the device and the wall time.
+
+One run is one seed. ``across_seeds`` takes the sine-wave records of several seeds and
+gives the reproduction verdict: the mean over seeds of each seed's mean over the test
+tasks that did not diverge, with its 95 % interval across seeds, against the paper's
+value, and how many seeds and tasks diverged.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import math
 import platform
 import time
 from pathlib import Path
@@ -19,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from ._checks import check_bool
+from ._checks import check_bool, check_int
 from .baselines import pretrain
 from .evaluation import EvaluationResult, evaluate
 from .models import MLP, Conv4
@@ -104,6 +110,7 @@ def reproduce(
     *,
     device: str | torch.device = "auto",
     seed: int | None = None,
+    inner_steps: int | None = None,
     progress: bool = True,
     omniglot_root: str | Path | None = None,
 ) -> dict[str, object]:
@@ -115,6 +122,8 @@ def reproduce(
         device: ``"auto"`` (CUDA where available), ``"cpu"`` or ``"cuda"``.
         seed: seeds the initialisation, the training tasks and the test tasks, an integer
             >= 0; None keeps the preset's (0).
+        inner_steps: the inner steps of meta-training, > 0; None keeps the preset's (1 for
+            sine waves). The test's fine-tuning steps stay the preset's.
         progress: show progress bars.
         omniglot_root: a folder holding the Omniglot zips; None downloads them (see
             ``mamlbook.data.load_omniglot``).
@@ -132,6 +141,11 @@ def reproduce(
     settings = SETTINGS[experiment, preset]
     if seed is not None:
         settings = dataclasses.replace(settings, maml=dataclasses.replace(settings.maml, seed=seed))
+    if inner_steps is not None:
+        check_int("inner_steps", inner_steps, minimum=1)
+        settings = dataclasses.replace(
+            settings, maml=dataclasses.replace(settings.maml, inner_steps=inner_steps)
+        )
     started = datetime.datetime.now(datetime.timezone.utc)
     start = time.perf_counter()
     if experiment == "sinusoid":
@@ -234,30 +248,130 @@ def _omniglot(
 
 
 def _report(result: EvaluationResult, steps: tuple[int, ...]) -> dict[str, object]:
-    """The mean and 95 % interval after each of ``steps`` steps, rounded for the record.
+    """The errors after each of ``steps`` steps, over all test tasks and over those that did
+    not diverge, rounded for the record.
 
-    A test task whose loss became NaN or infinite within the evaluated steps makes the
-    means it enters NaN or infinite; the record then also counts those tasks and gives
-    the mean and interval of the other tasks, so that the reader sees both.
+    A task has diverged after n steps when its error is NaN or infinite, or larger than its
+    error before any step: fine-tuning made it worse than not adapting at all. The mean over
+    all tasks keeps the diverged ones (one blown-up task can make it huge or NaN); the mean
+    over the others and the median over all (a NaN counted as the largest error) are what
+    one diverged task cannot move far.
     """
-
-    def rounded(values: torch.Tensor) -> list[float]:
-        return [round(float(values[step]), 4) for step in steps]
-
-    diverged = ~torch.isfinite(result.per_task).all(dim=1)  # (T,)
-    report: dict[str, object] = {
+    before = result.per_task[:, 0]  # (T,)
+    report: dict[str, list[float] | list[int] | int] = {
         "steps": list(steps),
-        "mean": rounded(result.mean),
-        "ci95": rounded(result.ci95),
-        "tasks": len(diverged),
-        "diverged_tasks": int(diverged.sum()),
+        "tasks": len(before),
+        "mean": [],
+        "ci95": [],
+        "median": [],
+        "diverged_tasks": [],
+        "mean_without_diverged": [],
+        "ci95_without_diverged": [],
     }
-    kept = result.per_task[~diverged]  # (T - diverged, n + 1)
-    if diverged.any() and len(kept) > 1:
-        others = EvaluationResult.of(kept)
-        report["mean_without_diverged"] = rounded(others.mean)
-        report["ci95_without_diverged"] = rounded(others.ci95)
+    for step in steps:
+        after = result.per_task[:, step]  # (T,)
+        diverged = ~torch.isfinite(after) | (after > before)
+        kept = after[~diverged]
+        report["mean"].append(_rounded(result.mean[step]))
+        report["ci95"].append(_rounded(result.ci95[step]))
+        report["median"].append(_rounded(_median(after)))
+        report["diverged_tasks"].append(int(diverged.sum()))
+        report["mean_without_diverged"].append(_rounded(kept.mean()) if len(kept) else math.nan)
+        spread = 1.96 * kept.std() / math.sqrt(len(kept)) if len(kept) > 1 else math.nan
+        report["ci95_without_diverged"].append(_rounded(spread))
     return report
+
+
+def _median(values: torch.Tensor) -> torch.Tensor:
+    """The median of ``(T,)`` values, halfway between the middle two for even T; NaN counts
+    as the largest value."""
+    ordered = values.nan_to_num(nan=math.inf).sort().values
+    return (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+
+
+def _rounded(value: torch.Tensor | float) -> float:
+    """A float for the record, to four decimals."""
+    return round(float(value), 4)
+
+
+def across_seeds(records: list[dict[str, object]], name: str = "MAML") -> dict[str, object]:
+    """The reproduction verdict over sine-wave records of different seeds.
+
+    For each step the paper reports: the mean over seeds of each seed's mean over the test
+    tasks that did not diverge (see ``_report``), its 95 % interval across seeds (Student's
+    t, seeds - 1 degrees of freedom), the paper's value and where it lies against that
+    interval ("above": ours is lower, better; "within"; "below": ours is higher, worse), and
+    how many seeds had any diverged task and how many tasks diverged in all.
+
+    Args:
+        records: records of ``reproduce("sinusoid", ...)`` with different seeds and the
+            same settings otherwise; at least two.
+        name: the result to summarise, ``"MAML"`` or ``"pretrained"``.
+
+    Raises:
+        ValueError: fewer than two records, a record that is not a sine-wave one, records
+            whose settings differ beyond the seed, or two records of one seed.
+    """
+    if len(records) < 2:
+        raise ValueError(f"records must hold at least two sine-wave records, got {len(records)}")
+    if any(record.get("experiment") != "sinusoid" for record in records):
+        raise ValueError("records must all be sine-wave records (experiment 'sinusoid')")
+    settings = [_without_seed(record["settings"]) for record in records]
+    if any(other != settings[0] for other in settings[1:]):
+        raise ValueError("records must share their settings except for the seed")
+    seeds = [record["settings"]["maml"]["seed"] for record in records]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"records must come from different seeds, got seeds {seeds}")
+    results = [record["results"][name] for record in records]
+    quantile = _t_quantile(0.975, len(records) - 1)
+    steps = []
+    for index, step in enumerate(records[0]["paper"]["steps"]):
+        means = torch.tensor(
+            [result["mean_without_diverged"][index] for result in results], dtype=torch.float64
+        )
+        half_width = quantile * float(means.std()) / math.sqrt(len(means))
+        mean, paper = float(means.mean()), records[0]["paper"][name][index]
+        diverged = [result["diverged_tasks"][index] for result in results]
+        steps.append(
+            {
+                "step": step,
+                "mean": round(mean, 4),
+                "ci95": round(half_width, 4),
+                "paper": paper,
+                "paper_is": "below"
+                if paper < mean - half_width
+                else "above"
+                if paper > mean + half_width
+                else "within",
+                "seeds_with_diverged_tasks": sum(count > 0 for count in diverged),
+                "diverged_tasks": sum(diverged),
+            }
+        )
+    return {"name": name, "seeds": seeds, "tasks_per_seed": results[0]["tasks"], "steps": steps}
+
+
+def _without_seed(settings: dict[str, object]) -> dict[str, object]:
+    """A record's settings with the seed left out, to compare runs of different seeds."""
+    return {**settings, "maml": {key: value for key, value in settings["maml"].items() if key != "seed"}}
+
+
+def _t_quantile(probability: float, degrees: int) -> float:
+    """Student's t quantile: bisection on the distribution function, integrated by Simpson's
+    rule (no SciPy in the package's dependencies)."""
+    log_scale = math.lgamma((degrees + 1) / 2) - math.lgamma(degrees / 2) - 0.5 * math.log(degrees * math.pi)
+
+    def distribution(x: float, intervals: int = 2000) -> float:
+        grid = torch.linspace(0.0, x, intervals + 1, dtype=torch.float64)
+        density = torch.exp(log_scale - (degrees + 1) / 2 * torch.log1p(grid**2 / degrees))
+        weights = torch.ones(intervals + 1, dtype=torch.float64)
+        weights[1:-1:2], weights[2:-1:2] = 4.0, 2.0
+        return 0.5 + float((weights * density).sum()) * x / (3 * intervals)
+
+    low, high = 0.0, 1000.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if distribution(middle) < probability else (low, middle)
+    return (low + high) / 2
 
 
 def environment(device: torch.device) -> dict[str, object]:
@@ -279,23 +393,43 @@ def format_record(record: dict[str, object]) -> str:
     lines = [f"{record['experiment']} ({record['preset']} preset) {where}"]
     paper, results = record["paper"], record["results"]
     if record["experiment"] == "sinusoid":
-        lines.append(
-            "5-shot MSE after " + " / ".join(map(str, paper["steps"])) + " steps, ours against the paper's:"
-        )
+        steps = " / ".join(map(str, paper["steps"]))
+        lines.append(f"5-shot MSE after {steps} steps, ours against the paper's:")
         for name, result in results.items():
             theirs = " / ".join(f"{value:.2f}" for value in paper[name])
-            lines.append(f"  {name:<11} {_intervals(result['mean'], result['ci95'])}   (paper {theirs})")
-            diverged = result.get("diverged_tasks", 0)
-            if diverged:
-                lines.append(f"  {'':<11} {diverged} of {result['tasks']} test tasks diverged")
-                if "mean_without_diverged" in result:
-                    intervals = _intervals(result["mean_without_diverged"], result["ci95_without_diverged"])
-                    lines.append(f"  {'':<11} the other {result['tasks'] - diverged}: {intervals}")
+            diverged = " / ".join(map(str, result["diverged_tasks"]))
+            others = _intervals(result["mean_without_diverged"], result["ci95_without_diverged"])
+            medians = " / ".join(f"{value:.2f}" for value in result["median"])
+            everything = f"all {result['tasks']} tasks"
+            lines += [
+                f"  {name}   (paper {theirs})",
+                f"    {everything:<19}{_intervals(result['mean'], result['ci95'])}",
+                f"    diverged tasks     {diverged}",
+                f"    the others         {others}",
+                f"    median, all tasks  {medians}",
+            ]
     else:
         result = results["MAML"]
         lines.append(
             f"  MAML {result['episodes']}, {result['steps']} steps: {result['accuracy_percent']:.1f} ± "
             f"{result['ci95_percent']:.1f} %   (paper {paper['MAML'][0]} ± {paper['MAML'][1]} %)"
+        )
+    return "\n".join(lines)
+
+
+def format_across_seeds(summary: dict[str, object]) -> str:
+    """The verdict of ``across_seeds`` as a few lines, one per step."""
+    seeds, tasks = summary["seeds"], summary["tasks_per_seed"]
+    lines = [
+        f"{summary['name']} over {len(seeds)} seeds ({', '.join(map(str, seeds))}), {tasks} test tasks each:",
+        "steps  mean of the seeds' means without diverged tasks  paper  the paper's value is"
+        "  seeds with diverged tasks  diverged tasks",
+    ]
+    for step in summary["steps"]:
+        lines.append(
+            f"{step['step']:>5}  {_interval(step['mean'], step['ci95']):<47}  {step['paper']:>5.2f}  "
+            f"{step['paper_is'] + ' the interval':<20}  {step['seeds_with_diverged_tasks']:>25}  "
+            f"{step['diverged_tasks']:>14}"
         )
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
@@ -100,6 +101,11 @@ def test_omniglot_record_reports_accuracy_in_percent(tiny_presets, tmp_path, mon
         (["reproduce", "sinusoid", "--device", "tpu"], "invalid choice"),
         (["reproduce", "sinusoid", "--seed", "-1"], "argument --seed: expected an integer >= 0 and at most"),
         (["reproduce", "sinusoid", "--seed", "one"], "expected an integer >= 0, got 'one'"),
+        (
+            ["reproduce", "sinusoid", "--inner-steps", "0"],
+            "argument --inner-steps: expected an integer > 0, got 0",
+        ),
+        (["reproduce", "sinusoid", "--inner-steps", "two"], "expected an integer > 0, got 'two'"),
     ],
 )
 def test_bad_command_lines_are_refused(argv, message, capsys):
@@ -135,14 +141,22 @@ def test_a_seed_changes_the_run_and_is_recorded(tiny_presets, tmp_path):
         reproduce.reproduce("sinusoid", "quick", device="cpu", seed=-1)
 
 
-def test_diverged_test_tasks_are_counted_and_the_others_reported_beside_them():
-    per_task = torch.tensor([[2.0, 1.0, 0.5], [4.0, 3.0, 1.5], [2.0, 50.0, float("nan")]])  # (T, 3)
-    result = EvaluationResult(per_task, per_task.mean(dim=0), 1.96 * per_task.std(dim=0) / 3**0.5)
+def test_a_task_worse_than_before_any_step_or_not_finite_counts_as_diverged():
+    per_task = torch.tensor(
+        [[2.0, 1.0, 0.5], [4.0, 3.0, 5.0], [2.0, 50.0, float("nan")], [3.0, 1.0, 1.0]]
+    )  # (T, 3): the second task ends worse than it began, the third blows up
+    result = EvaluationResult.of(per_task)
     report = reproduce._report(result, (1, 2))
-    assert (report["tasks"], report["diverged_tasks"]) == (3, 1)
-    assert report["mean"][0] == round((1.0 + 3.0 + 50.0) / 3, 4) and report["mean"][1] != report["mean"][1]
-    assert report["mean_without_diverged"] == [2.0, 1.0]
-    assert report["ci95_without_diverged"] == [1.96, 0.98]  # standard deviations 2 ** 0.5 and 0.5 ** 0.5
+    assert report["tasks"] == 4 and report["diverged_tasks"] == [1, 2]
+    assert report["mean"][0] == round((1.0 + 3.0 + 50.0 + 1.0) / 4, 4) and math.isnan(report["mean"][1])
+    assert report["mean_without_diverged"] == [round(5.0 / 3, 4), 0.75]
+    assert report["ci95_without_diverged"][1] == round(1.96 * 0.125**0.5 / 2**0.5, 4)  # tasks 0 and 3
+    assert report["median"] == [2.0, 3.0]  # the NaN counts as the largest error
+
+
+def test_the_record_prints_every_mean_beside_the_paper():
+    per_task = torch.tensor([[2.0, 1.0, 0.5], [4.0, 3.0, 1.5], [2.0, 50.0, float("nan")]])
+    report = reproduce._report(EvaluationResult.of(per_task), (1, 2))
     record = {
         "experiment": "sinusoid",
         "preset": "paper",
@@ -151,9 +165,12 @@ def test_diverged_test_tasks_are_counted_and_the_others_reported_beside_them():
         "paper": {"steps": [1, 2], "MAML": [0.5, 0.4]},
         "results": {"MAML": report},
     }
-    lines = reproduce.format_record(record).splitlines()
-    assert "1 of 3 test tasks diverged" in lines[-2]
-    assert lines[-1].strip() == "the other 2: 2.00 ± 1.96 / 1.00 ± 0.98"
+    lines = [line.strip() for line in reproduce.format_record(record).splitlines()]
+    assert lines[2] == "MAML   (paper 0.50 / 0.40)"
+    assert lines[3].startswith("all 3 tasks") and lines[3].endswith("nan ± nan")
+    assert lines[4] == "diverged tasks     1 / 1"
+    assert lines[5] == "the others         2.00 ± 1.96 / 1.00 ± 0.98"
+    assert lines[6] == "median, all tasks  3.00 / 1.50"
 
 
 def test_a_blown_up_mean_is_printed_in_scientific_notation():
@@ -162,10 +179,75 @@ def test_a_blown_up_mean_is_printed_in_scientific_notation():
     )
 
 
-def test_a_run_without_diverged_tasks_reports_no_second_mean():
-    per_task = torch.tensor([[2.0, 1.0], [4.0, 3.0]])
-    report = reproduce._report(EvaluationResult(per_task, per_task.mean(0), per_task.std(0)), (1,))
-    assert report["diverged_tasks"] == 0 and "mean_without_diverged" not in report
+@pytest.mark.parametrize("degrees, quantile", [(1, 12.7062), (4, 2.7764), (9, 2.2622), (1000, 1.9623)])
+def test_students_t_quantile_matches_the_tables(degrees, quantile):
+    assert reproduce._t_quantile(0.975, degrees) == pytest.approx(quantile, abs=1e-4)
+
+
+def sine_record(seed: int, means: list[float], diverged: list[int]) -> dict[str, object]:
+    """A sine-wave record with only what ``across_seeds`` reads."""
+    settings = dataclasses.asdict(reproduce.SETTINGS["sinusoid", "paper"])
+    settings["maml"]["seed"] = seed
+    result = {"tasks": 600, "mean_without_diverged": means, "diverged_tasks": diverged}
+    paper = {"steps": [1, 5, 10], "MAML": [0.67, 0.38, 0.35]}
+    return {"experiment": "sinusoid", "settings": settings, "paper": paper, "results": {"MAML": result}}
+
+
+def test_the_verdict_across_seeds_is_the_mean_of_the_seeds_means_with_a_t_interval():
+    records = [
+        sine_record(0, [0.5, 0.3, 0.2], [0, 1, 3]),
+        sine_record(1, [0.6, 0.4, 0.3], [0, 0, 0]),
+        sine_record(2, [0.7, 0.5, 0.7], [0, 0, 2]),
+    ]
+    summary = reproduce.across_seeds(records)
+    assert summary["seeds"] == [0, 1, 2] and summary["tasks_per_seed"] == 600
+    first, fifth, tenth = summary["steps"]
+    half_width = 4.3027 * 0.1 / 3**0.5  # t(0.975, 2 degrees) * standard deviation / sqrt(seeds)
+    assert first["mean"] == 0.6 and first["ci95"] == pytest.approx(half_width, abs=1e-4)
+    assert (first["paper_is"], fifth["paper_is"]) == ("within", "within")
+    assert (fifth["seeds_with_diverged_tasks"], fifth["diverged_tasks"]) == (1, 1)
+    assert (tenth["seeds_with_diverged_tasks"], tenth["diverged_tasks"]) == (2, 5)
+    below = reproduce.across_seeds([sine_record(seed, [0.1, 0.1, 0.1], [0, 0, 0]) for seed in (3, 4)])
+    assert [step["paper_is"] for step in below["steps"]] == ["above"] * 3  # a zero-width interval below
+    above = reproduce.across_seeds([sine_record(seed, [0.9, 0.9, 0.9], [0, 0, 0]) for seed in (3, 4)])
+    assert [step["paper_is"] for step in above["steps"]] == ["below"] * 3
+    lines = reproduce.format_across_seeds(summary).splitlines()
+    assert lines[0] == "MAML over 3 seeds (0, 1, 2), 600 test tasks each:"
+    assert lines[4].split()[-2:] == ["2", "5"]
+
+
+def test_the_verdict_across_seeds_refuses_records_that_do_not_belong_together():
+    one = sine_record(0, [0.5, 0.3, 0.2], [0, 0, 0])
+    with pytest.raises(ValueError, match="at least two"):
+        reproduce.across_seeds([one])
+    with pytest.raises(ValueError, match="different seeds"):
+        reproduce.across_seeds([one, one])
+    other = sine_record(1, [0.5, 0.3, 0.2], [0, 0, 0])
+    other["settings"]["maml"]["inner_steps"] = 5
+    with pytest.raises(ValueError, match="share their settings"):
+        reproduce.across_seeds([one, other])
+    with pytest.raises(ValueError, match="sine-wave"):
+        reproduce.across_seeds([one, {**other, "experiment": "omniglot"}])
+
+
+def test_inner_steps_of_meta_training_can_be_set_and_are_recorded(tiny_presets, tmp_path):
+    out = tmp_path / "inner.json"
+    argv = [
+        "reproduce",
+        "sinusoid",
+        "--device",
+        "cpu",
+        "--inner-steps",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert cli.main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["settings"]["maml"]["inner_steps"] == 2 and record["settings"]["eval_steps"] == 10
+    with pytest.raises(ValueError, match="inner_steps must be >= 1"):
+        reproduce.reproduce("sinusoid", "quick", device="cpu", inner_steps=0)
 
 
 def test_an_out_path_that_is_a_folder_is_refused_before_training(tmp_path, capsys):

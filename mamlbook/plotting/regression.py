@@ -9,6 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from .._checks import check_bool
+from ._style import curve_style, legend_outside
 
 
 def _flat(values: torch.Tensor | Sequence[float]) -> torch.Tensor:
@@ -28,22 +29,22 @@ def plot_fit(
 
     Args:
         grid: ``(N,)`` or ``(N, 1)`` inputs, in increasing order.
-        curves: label -> ``(N,)`` or ``(N, 1)`` values on ``grid``, drawn dashed.
+        curves: label -> ``(N,)`` or ``(N, 1)`` values on ``grid``, each in its own line
+            style and marker.
         truth: the true function on ``grid``, drawn in black; None to leave it out.
         points: ``(x, y)`` of the data, ``(K,)`` or ``(K, 1)`` each, drawn in red.
         title: the panel's title.
     """
-    figure, axes = plt.subplots(figsize=(6, 3.5))
+    figure, axes = plt.subplots(figsize=(7, 3.5), layout="constrained")
     x = _flat(grid)
     if truth is not None:
         axes.plot(x, _flat(truth), color="black", label="true function")
-    for label, values in curves.items():
-        axes.plot(x, _flat(values), linestyle="--", label=label)
+    for index, (label, values) in enumerate(curves.items()):
+        axes.plot(x, _flat(values), label=label, **curve_style(index + 1, len(x)))  # "-" is the truth's
     if points is not None:
         axes.scatter(_flat(points[0]), _flat(points[1]), color="red", zorder=3, label="data points")
     axes.set(xlabel="x", ylabel="y", title=title)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
+    legend_outside(axes)
     return figure
 
 
@@ -61,21 +62,20 @@ def plot_versus(
     Args:
         x: ``(S,)`` positions on the x axis (> 0 with ``logx``); up to 30 of them get a
             tick each.
-        curves: label -> ``(S,)`` values, one line with markers each.
+        curves: label -> ``(S,)`` values, one line each in its own line style and marker.
         xlabel, ylabel: the axis labels.
         logx, logy: logarithmic axes.
     """
     logx, logy = check_bool("logx", logx), check_bool("logy", logy)
     positions = _flat(x)
-    figure, axes = plt.subplots(figsize=(6, 3.5))
-    for label, values in curves.items():
-        axes.plot(positions, _flat(values), marker="o" if len(positions) <= 30 else None, label=label)
+    figure, axes = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    for index, (label, values) in enumerate(curves.items()):
+        axes.plot(positions, _flat(values), label=label, **curve_style(index, len(positions)))
     axes.set(
         xlabel=xlabel, ylabel=ylabel, xscale="log" if logx else "linear", yscale="log" if logy else "linear"
     )
     if len(positions) <= 30:  # a tick at each position, labelled with its value
         axes.set_xticks(positions.tolist(), [f"{value:g}" for value in positions.tolist()])
         axes.xaxis.set_minor_locator(plt.NullLocator())
-    axes.legend(fontsize="small")
-    figure.tight_layout()
+    legend_outside(axes)
     return figure

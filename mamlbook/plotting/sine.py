@@ -14,19 +14,21 @@ from ..meta import adapt
 from ..tasks import SineWaves
 from ..training import TrainingHistory
 from ..types import LossFn, Params, TaskBatch
+from ._style import LINESTYLES, MARKERS, curve_style, legend_outside
 
 
 def plot_meta_loss(history: TrainingHistory, *, smooth: int = 50) -> Figure:
     """The meta-loss per iteration and its moving average over ``smooth`` iterations."""
     losses = history.meta_losses
-    figure, axes = plt.subplots(figsize=(6, 3.5))
-    axes.plot(losses, alpha=0.3, label="meta-loss")
+    figure, axes = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    axes.plot(losses, alpha=0.3, label="meta-loss", **curve_style(0, len(losses)))
     if len(losses) >= smooth > 1:
         moving = losses.unfold(0, smooth, 1).mean(dim=1)
-        axes.plot(range(smooth - 1, len(losses)), moving, label=f"mean of {smooth}")
+        axes.plot(
+            range(smooth - 1, len(losses)), moving, label=f"mean of {smooth}", **curve_style(1, len(moving))
+        )
     axes.set(xlabel="meta-iteration", ylabel="query MSE after adaptation", yscale="log")
-    axes.legend()
-    figure.tight_layout()
+    legend_outside(axes)
     return figure
 
 
@@ -35,6 +37,8 @@ def plot_sine_tasks(
 ) -> Figure:
     """A few sinusoid tasks in one panel: each task's true curve and its support points.
 
+    Each task has its own colour, line style and marker of its support points.
+
     Args:
         waves: the true amplitude and phase of the tasks, ``(T,)`` each.
         batch: their support sets, ``(T, K, 1)`` (the query sets are not used).
@@ -42,14 +46,17 @@ def plot_sine_tasks(
     """
     grid = torch.linspace(*x_range, 200)
     truth = waves.curve(grid)  # (T, 200, 1)
-    figure, axes = plt.subplots(figsize=(6, 3.5))
+    figure, axes = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    handles = []
     for task in range(len(waves.amplitude)):
-        (line,) = axes.plot(grid, truth[task, :, 0], label=f"task {task}")
+        (line,) = axes.plot(grid, truth[task, :, 0], linestyle=LINESTYLES[task % len(LINESTYLES)])
         support_x, support_y = batch.support_x[task, :, 0].cpu(), batch.support_y[task, :, 0].cpu()
-        axes.scatter(support_x, support_y, color=line.get_color())
+        points = axes.scatter(
+            support_x, support_y, color=line.get_color(), marker=MARKERS[task % len(MARKERS)]
+        )
+        handles.append((line, points))
     axes.set(xlabel="x", ylabel="y")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
+    legend_outside(axes, handles, [f"task {task}" for task in range(len(handles))])
     return figure
 
 
@@ -84,13 +91,14 @@ def plot_sine_adaptation(
     for task, panel in enumerate(axes[0]):
         panel.plot(grid, truth[task, :, 0], color="black", label="true function")
         support_x, support_y = batch.support_x[task].to(device), batch.support_y[task].to(device)
-        for count in steps:
+        for index, count in enumerate(steps):
             adapted = adapt(
                 model, params, support_x, support_y, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=count
             )
             with torch.no_grad():
                 fit = functional_call(model, adapted, (grid[:, None].to(device),)).cpu()
-            panel.plot(grid, fit[:, 0], linestyle="--", label=f"after {count} step{'s' * (count != 1)}")
+            style = curve_style(index + 1, len(grid))  # "-" is the truth's
+            panel.plot(grid, fit[:, 0], label=f"after {count} step{'s' * (count != 1)}", **style)
         panel.scatter(
             support_x.cpu()[:, 0], support_y.cpu()[:, 0], color="red", zorder=3, label="support points"
         )
@@ -102,12 +110,16 @@ def plot_sine_adaptation(
 
 
 def plot_evaluation(results: dict[str, EvaluationResult]) -> Figure:
-    """Mean query loss against inner steps with 95 % intervals, one line per entry."""
-    figure, axes = plt.subplots(figsize=(5, 3.5))
-    for label, result in results.items():
+    """Mean query loss against inner steps with 95 % intervals, one line per entry.
+
+    Each entry has its own line style and marker, so that equal curves stay visible.
+    """
+    figure, axes = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    for index, (label, result) in enumerate(results.items()):
         steps = range(len(result.mean))
-        axes.errorbar(steps, result.mean, yerr=result.ci95, capsize=3, marker="o", label=label)
+        axes.errorbar(
+            steps, result.mean, yerr=result.ci95, capsize=3, label=label, **curve_style(index, len(steps))
+        )
     axes.set(xlabel="inner steps on the support set", ylabel="query MSE")
-    axes.legend()
-    figure.tight_layout()
+    legend_outside(axes)
     return figure

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .._checks import check_bool
+from ._style import LINESTYLES, MARKERS, curve_style, legend_outside
 
 Surface = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``surface(w, b) -> loss``, elementwise over arrays ``w`` and ``b`` of one shape."""
@@ -59,7 +60,8 @@ def plot_points_and_lines(
 ) -> Figure:
     """Data sets of points ``(x, y)`` and straight lines ``y = w x + b`` in one panel.
 
-    A line whose label is also a data set's label takes that data set's colour.
+    A line whose label is also a data set's label takes that data set's colour. Each
+    data set has its own marker and each line its own line style.
 
     Args:
         points: label -> ``(x, y)``, two ``(K,)`` arrays.
@@ -76,15 +78,17 @@ def plot_points_and_lines(
     grid = np.linspace(*x_range, 2)
     colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     taken = {label: next(colors) for label in arrays}
-    figure, axes = plt.subplots(figsize=(5.5, 3.5))
-    for label, (x, y) in arrays.items():
-        axes.scatter(x, y, s=14, color=taken[label], label=label)
-    for label, (w, b) in lines.items():
+    figure, axes = plt.subplots(figsize=(6.5, 3.5), layout="constrained")
+    for index, (label, (x, y)) in enumerate(arrays.items()):
+        axes.scatter(x, y, s=14, color=taken[label], marker=MARKERS[index % len(MARKERS)], label=label)
+    for index, (label, (w, b)) in enumerate(lines.items()):
         color = taken.get(label) or next(colors)
-        axes.plot(grid, w * grid + b, color=color, label=None if label in taken else label)
+        linestyle = LINESTYLES[index % len(LINESTYLES)]
+        axes.plot(
+            grid, w * grid + b, color=color, linestyle=linestyle, label=None if label in taken else label
+        )
     axes.set(xlabel="x", ylabel="y")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
+    legend_outside(axes)
     return figure
 
 
@@ -94,19 +98,19 @@ def plot_loss_curves(
     """One line per entry: the loss at step 0, 1, ..., n.
 
     Args:
-        curves: label -> ``(n + 1,)`` losses; the entries may have different lengths.
+        curves: label -> ``(n + 1,)`` losses; the entries may have different lengths. Each
+            has its own line style and marker.
         log_scale: a logarithmic loss axis, which shows both fast convergence and
             divergence on one plot.
         xlabel, ylabel: the axis labels.
     """
     check_bool("log_scale", log_scale)
-    figure, axes = plt.subplots(figsize=(5.5, 3.5))
-    for label, curve in curves.items():
+    figure, axes = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    for index, (label, curve) in enumerate(curves.items()):
         curve = _array(f"curves[{label!r}]", curve, ndim=1)
-        axes.plot(np.arange(len(curve)), curve, marker="." if len(curve) <= 60 else None, label=label)
+        axes.plot(np.arange(len(curve)), curve, label=label, **curve_style(index, len(curve)))
     axes.set(xlabel=xlabel, ylabel=ylabel, yscale="log" if log_scale else "linear")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
+    legend_outside(axes)
     return figure
 
 
@@ -153,20 +157,22 @@ def plot_path_on_contours(
 
     Args:
         surface: ``surface(w, b) -> loss`` (see ``linear_regression_surface``).
-        paths: label -> ``(n + 1, 2)`` iterates, the start first; one colour each.
+        paths: label -> ``(n + 1, 2)`` iterates, the start first; one colour, line style
+            and marker each.
         bounds: ``((w_low, w_high), (b_low, b_high))``; iterates outside are off the picture.
         optima: label -> ``(2,)`` points to mark with a star, e.g. the minimum.
         levels: number of contour lines, spaced so that a quadratic bowl's are evenly spaced.
         axis_labels: the names of the two parameters.
     """
-    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    figure, axes = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
     _draw_contours(axes, surface, bounds, levels, color="0.6")
-    for label, path in paths.items():
-        _draw_path(axes, _array(f"paths[{label!r}]", path, ndim=2, width=2), label=label)
+    for index, (label, path) in enumerate(paths.items()):
+        path = _array(f"paths[{label!r}]", path, ndim=2, width=2)
+        style = {"linestyle": LINESTYLES[index % len(LINESTYLES)], "marker": MARKERS[index % len(MARKERS)]}
+        _draw_path(axes, path, label=label, **style)
     _draw_optima(axes, optima or {}, color="black")
     axes.set(xlabel=axis_labels[0], ylabel=axis_labels[1], xlim=bounds[0], ylim=bounds[1])
-    axes.legend(fontsize="small", loc="best")
-    figure.tight_layout()
+    legend_outside(axes)
     return figure
 
 
@@ -294,9 +300,26 @@ def _draw_contours(axes: Axes, surface: Surface, bounds: Bounds, levels: int, **
     axes.contour(w, b, values, levels=heights, colors=style.pop("color"), linewidths=0.8, **style)
 
 
-def _draw_path(axes: Axes, path: np.ndarray, *, label: str, color: str | None = None) -> None:
-    """The iterates joined by a line, a dot at each step and a square at the start."""
-    axes.plot(path[:, 0], path[:, 1], marker="o", markersize=3, linewidth=1.2, label=label, color=color)
+def _draw_path(
+    axes: Axes,
+    path: np.ndarray,
+    *,
+    label: str,
+    color: str | None = None,
+    linestyle: str = "-",
+    marker: str = "o",
+) -> None:
+    """The iterates joined by a line, a ``marker`` at each step and a black square at the start."""
+    axes.plot(
+        path[:, 0],
+        path[:, 1],
+        linestyle=linestyle,
+        marker=marker,
+        markersize=3,
+        linewidth=1.2,
+        label=label,
+        color=color,
+    )
     axes.plot(path[0, 0], path[0, 1], marker="s", markersize=6, color="black", linestyle="none")
 
 
