@@ -3,6 +3,10 @@ and the arguments it refuses."""
 
 from __future__ import annotations
 
+import matplotlib
+
+matplotlib.use("Agg")
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -71,11 +75,28 @@ def test_landscape_marks_the_start_and_each_optimum():
     plt.close(figure)
 
 
-def test_landscape_legend_handles_match_the_drawn_styles():
+def test_landscape_tasks_differ_in_marker_and_legend_matches_the_paths():
     figure = draw()
+    (panel,) = figure.axes
+    drawn = [
+        (line.get_linestyle(), line.get_marker())
+        for line in panel.get_lines()
+        if line.get_label() in ("T1", "T2")
+    ]
+    assert len(set(drawn)) == 2 and "s" not in {marker for _, marker in drawn}, "the square marks the start"
     handles = figure.legends[0].legend_handles
     assert all(isinstance(handle, Line2D) for handle in handles)
-    assert [handle.get_linestyle() for handle in handles[:2]] == ["-", "--"]
+    assert [(handle.get_linestyle(), handle.get_marker()) for handle in handles[:2]] == drawn
+    plt.close(figure)
+
+
+def test_landscape_legend_sits_below_the_panels():
+    figure = draw()
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    legend_box = figure.legends[0].get_window_extent(renderer)
+    assert not any(legend_box.overlaps(axes.get_window_extent(renderer)) for axes in figure.axes)
+    assert figure.bbox.y0 <= legend_box.y0 and legend_box.x1 <= figure.bbox.x1 + 1
     plt.close(figure)
 
 

@@ -224,50 +224,63 @@ def plot_task_family_landscape(
             raise ValueError(
                 f"optima[{task!r}] must be a point (w, b) of shape (2,), got shape {point.shape}"
             )
-    style = {task: "--" if task in new_tasks else "-" for task in surfaces}
+    markers = [marker for marker in MARKERS if marker != "s"]  # the square marks the start
+    style = {  # a marker per task; new tasks dashed
+        task: {"linestyle": "--" if task in new_tasks else "-", "marker": markers[index % len(markers)]}
+        for index, task in enumerate(surfaces)
+    }
     figure, panels = plt.subplots(
         1, len(paths), figsize=(3.6 * len(paths), 4.2), squeeze=False, sharey=True, layout="constrained"
     )
     for panel, (start, task_paths) in zip(panels[0], paths.items(), strict=True):
         for task, surface in surfaces.items():
             _draw_contours(
-                panel, surface, bounds, levels, color=colors[task], alpha=0.45, linestyles=style[task]
+                panel,
+                surface,
+                bounds,
+                levels,
+                color=colors[task],
+                alpha=0.45,
+                linestyles=style[task]["linestyle"],
             )
         for task, path in task_paths.items():
             if task not in colors:
                 raise ValueError(f"paths[{start!r}] names task {task!r}, which is not in surfaces")
             path = _array(f"paths[{start!r}][{task!r}]", path, ndim=2, width=2)
-            panel.plot(*path.T, **_PATH_STYLE, color=colors[task], linestyle=style[task])
-            panel.plot(*path[0], **_START_STYLE)
+            _draw_path(panel, path, label=task, color=colors[task], **style[task])
         for task, point in optima.items():
             _draw_optima(panel, {f"{task}*": point}, color=colors[task])
         panel.set(title=start, xlabel=axis_labels[0], xlim=bounds[0], ylim=bounds[1])
     panels[0, 0].set_ylabel(axis_labels[1])
     handles = _landscape_legend(colors, style, new_tasks, with_optima=bool(optima))
-    figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+    columns = min(len(handles), 3 * len(paths))  # about three entries fit under a panel
+    figure.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize="small")
     return figure
 
 
-_PATH_STYLE = {"marker": "o", "markersize": 3, "linewidth": 1.2}
-_START_STYLE = {"marker": "s", "markersize": 6, "color": "black", "linestyle": "none"}
-
-
 def _landscape_legend(
-    colors: Mapping[str, str], style: Mapping[str, str], new_tasks: Collection[str], *, with_optima: bool
+    colors: Mapping[str, str],
+    style: Mapping[str, Mapping[str, str]],
+    new_tasks: Collection[str],
+    *,
+    with_optima: bool,
 ) -> list[Line2D]:
-    """Legend entries: one per task (its path), then the start and, if drawn, the optima."""
+    """Legend entries: one per task (its path, as ``_draw_path`` draws it), then the start and,
+    if drawn, the optima."""
     handles = [
         Line2D(
             [],
             [],
-            **_PATH_STYLE,
+            markersize=3,
+            linewidth=1.2,
             color=color,
-            linestyle=style[task],
+            **style[task],
             label=f"{task} (new)" if task in new_tasks else task,
         )
         for task, color in colors.items()
     ]
-    handles.append(Line2D([], [], **_START_STYLE, label=r"start $\theta$"))
+    square = {"marker": "s", "markersize": 6, "color": "black", "linestyle": "none"}
+    handles.append(Line2D([], [], **square, label=r"start $\theta$"))
     if with_optima:
         star = {"marker": "*", "markersize": 10, "color": "white", "markeredgecolor": "black"}
         handles.append(Line2D([], [], linestyle="none", **star, label=r"optimum $\theta^\star_t$"))
