@@ -9,12 +9,13 @@ iterates of gradient descent, one row per step.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .._checks import check_bool
 from ._style import LINESTYLES, MARKERS, curve_style, legend_outside
@@ -181,6 +182,7 @@ def plot_task_family_landscape(
     *,
     bounds: Bounds,
     optima: Mapping[str, np.ndarray] | None = None,
+    new_tasks: Collection[str] = (),
     levels: int = 5,
     axis_labels: tuple[str, str] = ("w", "b"),
 ) -> Figure:
@@ -188,7 +190,8 @@ def plot_task_family_landscape(
 
     One panel per start. Each panel draws every task's contour lines in the task's
     colour, marks each task's optimum, and draws the path of gradient descent on each
-    task from that panel's start.
+    task from that panel's start (a black square). The legend names the tasks, the
+    start (theta) and the optima (theta*_t).
 
     Args:
         surfaces: task label -> ``surface(w, b) -> loss``.
@@ -197,28 +200,91 @@ def plot_task_family_landscape(
         bounds: ``((w_low, w_high), (b_low, b_high))``, the same in every panel.
         optima: task label -> ``(2,)`` optimum of that task, marked with a star in the
             task's colour and labelled ``<task label>*``.
+        new_tasks: labels of tasks to set apart as new ones (not among those that
+            shaped the starts): their contours and paths are dashed, and the legend
+            says "(new)".
         levels: contour lines per task.
         axis_labels: the names of the two parameters.
+
+    Raises:
+        ValueError: a path, an optimum or a new task names a task that is not in
+            ``surfaces``, or a path or an optimum has the wrong shape.
+        TypeError: ``new_tasks`` is a string rather than a collection of labels.
     """
+    if isinstance(new_tasks, str):
+        raise TypeError(f"new_tasks must be a collection of task labels, got the string {new_tasks!r}")
     colors = dict(zip(surfaces, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    optima = {task: np.asarray(point, dtype=float) for task, point in (optima or {}).items()}
+    for argument, tasks in (("optima", optima), ("new_tasks", new_tasks)):
+        unknown = [task for task in tasks if task not in surfaces]
+        if unknown:
+            raise ValueError(f"{argument} names tasks {unknown}, which are not in surfaces")
+    for task, point in optima.items():
+        if point.shape != (2,):
+            raise ValueError(
+                f"optima[{task!r}] must be a point (w, b) of shape (2,), got shape {point.shape}"
+            )
+    markers = [marker for marker in MARKERS if marker != "s"]  # the square marks the start
+    style = {  # a marker per task; new tasks dashed
+        task: {"linestyle": "--" if task in new_tasks else "-", "marker": markers[index % len(markers)]}
+        for index, task in enumerate(surfaces)
+    }
     figure, panels = plt.subplots(
-        1, len(paths), figsize=(3.6 * len(paths), 3.9), squeeze=False, sharey=True, layout="constrained"
+        1, len(paths), figsize=(3.6 * len(paths), 4.2), squeeze=False, sharey=True, layout="constrained"
     )
     for panel, (start, task_paths) in zip(panels[0], paths.items(), strict=True):
         for task, surface in surfaces.items():
-            _draw_contours(panel, surface, bounds, levels, color=colors[task], alpha=0.45)
+            _draw_contours(
+                panel,
+                surface,
+                bounds,
+                levels,
+                color=colors[task],
+                alpha=0.45,
+                linestyles=style[task]["linestyle"],
+            )
         for task, path in task_paths.items():
             if task not in colors:
                 raise ValueError(f"paths[{start!r}] names task {task!r}, which is not in surfaces")
             path = _array(f"paths[{start!r}][{task!r}]", path, ndim=2, width=2)
-            _draw_path(panel, path, label=task, color=colors[task])
-        for task, point in (optima or {}).items():
-            _draw_optima(panel, {f"{task}*": point}, color=colors.get(task, "black"))
+            _draw_path(panel, path, label=task, color=colors[task], **style[task])
+        for task, point in optima.items():
+            _draw_optima(panel, {f"{task}*": point}, color=colors[task])
         panel.set(title=start, xlabel=axis_labels[0], xlim=bounds[0], ylim=bounds[1])
     panels[0, 0].set_ylabel(axis_labels[1])
-    handles, labels = panels[0, 0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
+    handles = _landscape_legend(colors, style, new_tasks, with_optima=bool(optima))
+    columns = min(len(handles), 3 * len(paths))  # about three entries fit under a panel
+    figure.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize="small")
     return figure
+
+
+def _landscape_legend(
+    colors: Mapping[str, str],
+    style: Mapping[str, Mapping[str, str]],
+    new_tasks: Collection[str],
+    *,
+    with_optima: bool,
+) -> list[Line2D]:
+    """Legend entries: one per task (its path, as ``_draw_path`` draws it), then the start and,
+    if drawn, the optima."""
+    handles = [
+        Line2D(
+            [],
+            [],
+            markersize=3,
+            linewidth=1.2,
+            color=color,
+            **style[task],
+            label=f"{task} (new)" if task in new_tasks else task,
+        )
+        for task, color in colors.items()
+    ]
+    square = {"marker": "s", "markersize": 6, "color": "black", "linestyle": "none"}
+    handles.append(Line2D([], [], **square, label=r"start $\theta$"))
+    if with_optima:
+        star = {"marker": "*", "markersize": 10, "color": "white", "markeredgecolor": "black"}
+        handles.append(Line2D([], [], linestyle="none", **star, label=r"optimum $\theta^\star_t$"))
+    return handles
 
 
 def _array(name: str, values: object, *, ndim: int, width: int | None = None) -> np.ndarray:
