@@ -1,7 +1,7 @@
 """The ``mamlbook`` console command.
 
     mamlbook reproduce {sinusoid,omniglot} --preset {paper,quick} --device {auto,cpu,cuda}
-        [--seed N] [--inner-steps N] --out FILE.json
+        [--seed N] [--inner-steps N] [--multi-step-loss-iterations N] --out FILE.json
 
 trains and evaluates as the paper did (``mamlbook.reproduce``), prints the results
 beside the paper's, and writes the whole record as JSON.
@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ._checks import MAX_SEED
@@ -32,15 +33,19 @@ def _seed(text: str) -> int:
     return seed
 
 
-def _positive(text: str) -> int:
-    """An integer > 0 from the command line."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {value}")
-    return value
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """A parser of integers >= ``minimum`` from the command line."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def _out_problem(out: Path) -> str | None:
@@ -76,8 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     run.add_argument(
         "--inner-steps",
-        type=_positive,
+        type=_at_least(1),
         help="inner steps of meta-training (default: the preset's, 1 for sine waves); the test keeps its own",
+    )
+    run.add_argument(
+        "--multi-step-loss-iterations",
+        type=_at_least(0),
+        help="MAML++'s multi-step loss for this many first meta-iterations (default: the preset's, 0)",
     )
     run.add_argument(
         "--out", type=Path, help="write the record (settings, results, versions, time) to this JSON file"
@@ -104,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             seed=args.seed,
             inner_steps=args.inner_steps,
+            multi_step_loss_iterations=args.multi_step_loss_iterations,
             progress=not args.no_progress,
             omniglot_root=args.omniglot_root,
         )

@@ -111,6 +111,7 @@ def reproduce(
     device: str | torch.device = "auto",
     seed: int | None = None,
     inner_steps: int | None = None,
+    multi_step_loss_iterations: int | None = None,
     progress: bool = True,
     omniglot_root: str | Path | None = None,
 ) -> dict[str, object]:
@@ -124,6 +125,9 @@ def reproduce(
             >= 0; None keeps the preset's (0).
         inner_steps: the inner steps of meta-training, > 0; None keeps the preset's (1 for
             sine waves). The test's fine-tuning steps stay the preset's.
+        multi_step_loss_iterations: MAML++'s multi-step loss for that many first
+            meta-iterations (``MetaTrainConfig.multi_step_loss_iterations``), >= 0; None
+            keeps the preset's (0: the last step's query loss alone).
         progress: show progress bars.
         omniglot_root: a folder holding the Omniglot zips; None downloads them (see
             ``mamlbook.data.load_omniglot``).
@@ -141,11 +145,14 @@ def reproduce(
     settings = SETTINGS[experiment, preset]
     if seed is not None:
         settings = dataclasses.replace(settings, maml=dataclasses.replace(settings.maml, seed=seed))
+    changes = {}
     if inner_steps is not None:
-        check_int("inner_steps", inner_steps, minimum=1)
-        settings = dataclasses.replace(
-            settings, maml=dataclasses.replace(settings.maml, inner_steps=inner_steps)
+        changes["inner_steps"] = check_int("inner_steps", inner_steps, minimum=1)
+    if multi_step_loss_iterations is not None:
+        changes["multi_step_loss_iterations"] = check_int(
+            "multi_step_loss_iterations", multi_step_loss_iterations, minimum=0
         )
+    settings = dataclasses.replace(settings, maml=dataclasses.replace(settings.maml, **changes))
     started = datetime.datetime.now(datetime.timezone.utc)
     start = time.perf_counter()
     if experiment == "sinusoid":

@@ -103,9 +103,10 @@ def test_omniglot_record_reports_accuracy_in_percent(tiny_presets, tmp_path, mon
         (["reproduce", "sinusoid", "--seed", "one"], "expected an integer >= 0, got 'one'"),
         (
             ["reproduce", "sinusoid", "--inner-steps", "0"],
-            "argument --inner-steps: expected an integer > 0, got 0",
+            "argument --inner-steps: expected an integer >= 1, got 0",
         ),
-        (["reproduce", "sinusoid", "--inner-steps", "two"], "expected an integer > 0, got 'two'"),
+        (["reproduce", "sinusoid", "--multi-step-loss-iterations", "-1"], "expected an integer >= 0, got -1"),
+        (["reproduce", "sinusoid", "--inner-steps", "two"], "expected an integer >= 1, got 'two'"),
     ],
 )
 def test_bad_command_lines_are_refused(argv, message, capsys):
@@ -243,11 +244,14 @@ def test_inner_steps_of_meta_training_can_be_set_and_are_recorded(tiny_presets, 
         str(out),
         "--no-progress",
     ]
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--multi-step-loss-iterations", "3"]) == 0
     record = json.loads(out.read_text())
     assert record["settings"]["maml"]["inner_steps"] == 2 and record["settings"]["eval_steps"] == 10
+    assert record["settings"]["maml"]["multi_step_loss_iterations"] == 3
     with pytest.raises(ValueError, match="inner_steps must be >= 1"):
         reproduce.reproduce("sinusoid", "quick", device="cpu", inner_steps=0)
+    with pytest.raises(TypeError, match="multi_step_loss_iterations must be an integer"):
+        reproduce.reproduce("sinusoid", "quick", device="cpu", multi_step_loss_iterations=1.5)
 
 
 def test_an_out_path_that_is_a_folder_is_refused_before_training(tmp_path, capsys):
