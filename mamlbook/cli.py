@@ -22,27 +22,17 @@ from .data.omniglot import OmniglotDownloadError
 from .reproduce import EXPERIMENTS, PRESETS, format_record, reproduce
 
 
-def _seed(text: str) -> int:
-    """An integer in 0..MAX_SEED from the command line."""
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if seed < 0 or seed > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0 and at most {MAX_SEED}, got {seed}")
-    return seed
-
-
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """A parser of integers >= ``minimum`` from the command line."""
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """A parser of integers in ``minimum..maximum`` (no upper bound when None) from the command line."""
+    expected = f"an integer >= {minimum}" + ("" if maximum is None else f" and at most {maximum}")
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
 
     return parse
@@ -76,17 +66,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument(
         "--seed",
-        type=_seed,
+        type=_integer(0, MAX_SEED),
         help="seeds the initialisation, the training tasks and the test tasks (default: the preset's, 0)",
     )
     run.add_argument(
         "--inner-steps",
-        type=_at_least(1),
+        type=_integer(1),
         help="inner steps of meta-training (default: the preset's, 1 for sine waves); the test keeps its own",
     )
     run.add_argument(
         "--multi-step-loss-iterations",
-        type=_at_least(0),
+        type=_integer(0),
         help="MAML++'s multi-step loss for this many first meta-iterations (default: the preset's, 0)",
     )
     run.add_argument(

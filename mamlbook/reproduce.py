@@ -143,9 +143,7 @@ def reproduce(
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     device = resolve_device(device)
     settings = SETTINGS[experiment, preset]
-    if seed is not None:
-        settings = dataclasses.replace(settings, maml=dataclasses.replace(settings.maml, seed=seed))
-    changes = {}
+    changes = {} if seed is None else {"seed": seed}
     if inner_steps is not None:
         changes["inner_steps"] = check_int("inner_steps", inner_steps, minimum=1)
     if multi_step_loss_iterations is not None:
@@ -278,14 +276,14 @@ def _report(result: EvaluationResult, steps: tuple[int, ...]) -> dict[str, objec
     for step in steps:
         after = result.per_task[:, step]  # (T,)
         diverged = ~torch.isfinite(after) | (after > before)
-        kept = after[~diverged]
+        kept = result.per_task[~diverged]  # (T - diverged, n + 1)
+        others = EvaluationResult.of(kept) if len(kept) else None
         report["mean"].append(_rounded(result.mean[step]))
         report["ci95"].append(_rounded(result.ci95[step]))
         report["median"].append(_rounded(_median(after)))
         report["diverged_tasks"].append(int(diverged.sum()))
-        report["mean_without_diverged"].append(_rounded(kept.mean()) if len(kept) else math.nan)
-        spread = 1.96 * kept.std() / math.sqrt(len(kept)) if len(kept) > 1 else math.nan
-        report["ci95_without_diverged"].append(_rounded(spread))
+        report["mean_without_diverged"].append(_rounded(others.mean[step]) if others else math.nan)
+        report["ci95_without_diverged"].append(_rounded(others.ci95[step]) if len(kept) > 1 else math.nan)
     return report
 
 

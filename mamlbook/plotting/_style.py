@@ -18,6 +18,11 @@ MARKERS = ("o", "s", "^", "D", "v")
 _MARKERS_PER_CURVE = 12
 
 
+def line_and_marker(index: int) -> dict[str, str]:
+    """The ``linestyle`` and ``marker`` of the ``index``-th curve of a panel (see ``curve_style``)."""
+    return {"linestyle": LINESTYLES[index % len(LINESTYLES)], "marker": MARKERS[index % len(MARKERS)]}
+
+
 def curve_style(index: int, points: int) -> dict[str, object]:
     """Keyword arguments of ``Axes.plot`` for the ``index``-th curve of a panel.
 
@@ -31,8 +36,7 @@ def curve_style(index: int, points: int) -> dict[str, object]:
     """
     step = max(1, math.ceil(points / _MARKERS_PER_CURVE))
     return {
-        "linestyle": LINESTYLES[index % len(LINESTYLES)],
-        "marker": MARKERS[index % len(MARKERS)],
+        **line_and_marker(index),
         "markevery": (index % step, step),
         "markerfacecolor": "none",
         "markersize": 5,

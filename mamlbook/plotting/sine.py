@@ -14,7 +14,7 @@ from ..meta import adapt
 from ..tasks import SineWaves
 from ..training import TrainingHistory
 from ..types import LossFn, Params, TaskBatch
-from ._style import LINESTYLES, MARKERS, curve_style, legend_outside
+from ._style import curve_style, legend_outside, line_and_marker
 
 
 def plot_meta_loss(history: TrainingHistory, *, smooth: int = 50) -> Figure:
@@ -49,11 +49,10 @@ def plot_sine_tasks(
     figure, axes = plt.subplots(figsize=(7, 3.5), layout="constrained")
     handles = []
     for task in range(len(waves.amplitude)):
-        (line,) = axes.plot(grid, truth[task, :, 0], linestyle=LINESTYLES[task % len(LINESTYLES)])
+        style = line_and_marker(task)
+        (line,) = axes.plot(grid, truth[task, :, 0], linestyle=style["linestyle"])
         support_x, support_y = batch.support_x[task, :, 0].cpu(), batch.support_y[task, :, 0].cpu()
-        points = axes.scatter(
-            support_x, support_y, color=line.get_color(), marker=MARKERS[task % len(MARKERS)]
-        )
+        points = axes.scatter(support_x, support_y, color=line.get_color(), marker=style["marker"])
         handles.append((line, points))
     axes.set(xlabel="x", ylabel="y")
     legend_outside(axes, handles, [f"task {task}" for task in range(len(handles))])

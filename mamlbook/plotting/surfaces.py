@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from .._checks import check_bool
-from ._style import LINESTYLES, MARKERS, curve_style, legend_outside
+from ._style import MARKERS, curve_style, legend_outside, line_and_marker
 
 Surface = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``surface(w, b) -> loss``, elementwise over arrays ``w`` and ``b`` of one shape."""
@@ -80,10 +80,11 @@ def plot_points_and_lines(
     taken = {label: next(colors) for label in arrays}
     figure, axes = plt.subplots(figsize=(6.5, 3.5), layout="constrained")
     for index, (label, (x, y)) in enumerate(arrays.items()):
-        axes.scatter(x, y, s=14, color=taken[label], marker=MARKERS[index % len(MARKERS)], label=label)
+        marker = line_and_marker(index)["marker"]
+        axes.scatter(x, y, s=14, color=taken[label], marker=marker, label=label)
     for index, (label, (w, b)) in enumerate(lines.items()):
         color = taken.get(label) or next(colors)
-        linestyle = LINESTYLES[index % len(LINESTYLES)]
+        linestyle = line_and_marker(index)["linestyle"]
         axes.plot(
             grid, w * grid + b, color=color, linestyle=linestyle, label=None if label in taken else label
         )
@@ -168,8 +169,7 @@ def plot_path_on_contours(
     _draw_contours(axes, surface, bounds, levels, color="0.6")
     for index, (label, path) in enumerate(paths.items()):
         path = _array(f"paths[{label!r}]", path, ndim=2, width=2)
-        style = {"linestyle": LINESTYLES[index % len(LINESTYLES)], "marker": MARKERS[index % len(MARKERS)]}
-        _draw_path(axes, path, label=label, **style)
+        _draw_path(axes, path, label=label, **line_and_marker(index))
     _draw_optima(axes, optima or {}, color="black")
     axes.set(xlabel=axis_labels[0], ylabel=axis_labels[1], xlim=bounds[0], ylim=bounds[1])
     legend_outside(axes)
