@@ -14,7 +14,8 @@ Submodules: ``inner`` (the inner loop), ``meta`` (MAML), ``reference`` (the same
 plain loop), ``backends`` and ``fast`` (faster ways to compute it), ``tasks``,
 ``models``, ``gradcheck``, ``outer`` (the outer optimiser), ``errors``, and, loaded on
 first use (they import more, matplotlib for one), ``data`` (Omniglot), ``plotting``,
-``checks``, ``baselines``, ``reptile``, ``profiling``, ``analysis`` and ``reproduce``.
+``checks``, ``baselines``, ``reptile``, ``profiling``, ``analysis``, ``reproduce`` and
+``rl`` (reinforcement learning, chapter 8).
 Importing the package changes no global state.
 """
 
@@ -33,7 +34,7 @@ from .types import InnerLR, LossFn, Params, TaskBatch, TaskLosses, TaskSampler
 __version__ = "0.1.0"
 
 _LAZY_SUBMODULES = frozenset(
-    {"data", "plotting", "checks", "baselines", "reptile", "profiling", "analysis", "reproduce"}
+    {"data", "plotting", "checks", "baselines", "reptile", "profiling", "analysis", "reproduce", "rl"}
 )
 
 

@@ -1,0 +1,1 @@
+"""The paper's TRPO outer step (a helper is writing this module)."""
