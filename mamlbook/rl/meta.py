@@ -179,7 +179,7 @@ def meta_train_navigation(
     pre, post = [], []
     start = time.perf_counter()
     for iteration in tqdm(range(config.iterations), desc="meta-training", disable=not progress):
-        goals = sample_goals(config.meta_batch_size, generator=generator)
+        goals = sample_goals(config.meta_batch_size, generator=generator).to(params["log_std"])
         result = navigation_meta_loss(policy, params, goals, config, generator=generator)
         if optimizer is None:
             from .trpo import trpo_step  # the paper's outer step, only when asked for

@@ -65,7 +65,9 @@ def fit_baseline(trajectories: Trajectories, returns: torch.Tensor) -> torch.Ten
     num_tasks = features.shape[0]
     flat = features.reshape(num_tasks, -1, features.shape[-1])  # (T, N*H, 8)
     targets = (returns * trajectories.mask).double().reshape(num_tasks, -1, 1)
-    gram = flat.transpose(1, 2) @ flat + BASELINE_RIDGE * torch.eye(flat.shape[-1], dtype=torch.float64)
+    gram = flat.transpose(1, 2) @ flat + BASELINE_RIDGE * torch.eye(
+        flat.shape[-1], dtype=torch.float64, device=flat.device
+    )
     weights = torch.linalg.solve(gram, flat.transpose(1, 2) @ targets)  # (T, 8, 1)
     return (features @ weights).squeeze(-1).to(returns.dtype) * trajectories.mask
 

@@ -82,7 +82,9 @@ def sample_trajectories(
     states, actions, rewards, mask = [], [], [], []
     for _ in range(horizon):
         means = action_means(policy, params_per_task, env.states)  # (T, N, 2)
-        noise = torch.randn(means.shape, generator=generator, dtype=means.dtype, device=means.device)
+        noise = torch.randn(means.shape, generator=generator, dtype=means.dtype).to(
+            means.device
+        )  # CPU generator
         action = means + noise * torch.exp(log_std)[:, None, :]
         states.append(env.states)
         reward, took_step = env.step(MAX_SPEED * action)
