@@ -69,7 +69,7 @@ def fit_baseline(trajectories: Trajectories, returns: torch.Tensor) -> torch.Ten
         flat.shape[-1], dtype=torch.float64, device=flat.device
     )
     weights = torch.linalg.solve(gram, flat.transpose(1, 2) @ targets)  # (T, 8, 1)
-    return (features @ weights).squeeze(-1).to(returns.dtype) * trajectories.mask
+    return (features @ weights[:, None]).squeeze(-1).to(returns.dtype) * trajectories.mask  # (T, N, H)
 
 
 def advantages(trajectories: Trajectories, discount: float = DISCOUNT) -> torch.Tensor:
