@@ -5,6 +5,7 @@ One module per subject; every public function is re-exported here, so chapters c
 """
 
 from .costs import plot_costs
+from .navigation import plot_navigation_paths, plot_navigation_training, plot_returns_by_step
 from .regression import plot_fit, plot_versus
 from .sine import plot_evaluation, plot_meta_loss, plot_sine_adaptation, plot_sine_tasks
 from .surfaces import (
@@ -23,9 +24,12 @@ __all__ = [
     "plot_fit",
     "plot_loss_curves",
     "plot_meta_loss",
+    "plot_navigation_paths",
+    "plot_navigation_training",
     "plot_path_on_contours",
     "plot_path_on_curve",
     "plot_points_and_lines",
+    "plot_returns_by_step",
     "plot_sine_adaptation",
     "plot_sine_tasks",
     "plot_task_family_landscape",

@@ -14,7 +14,7 @@ policy-gradient surrogate as each task's loss:
 - ``bandit``: a one-step Gaussian bandit whose meta-gradient is known exactly.
 """
 
-from . import gym_env
+from . import bandit, estimators, gym_env, navigation, policy, policy_gradient, sampling
 from .meta import (
     ESTIMATORS,
     MetaLoss,
@@ -40,13 +40,19 @@ __all__ = [
     "SampledLosses",
     "Trajectories",
     "advantages",
+    "bandit",
     "discounted_returns",
+    "estimators",
     "evaluate_navigation",
     "gym_env",
     "meta_train_navigation",
+    "navigation",
     "navigation_meta_loss",
     "oracle_returns",
+    "policy",
+    "policy_gradient",
     "sample_goals",
     "sample_trajectories",
+    "sampling",
     "surrogate",
 ]

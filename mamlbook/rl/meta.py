@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .._checks import check_int, check_nonnegative_float, check_positive_float
 from ..errors import NonFiniteLossError
