@@ -1,6 +1,6 @@
 """The ``mamlbook`` console command.
 
-    mamlbook reproduce {sinusoid,omniglot} --preset {paper,quick} --device {auto,cpu,cuda}
+    mamlbook reproduce {sinusoid,omniglot,navigation} --preset {paper,quick} --device {auto,cpu,cuda}
         [--seed N] [--inner-steps N] [--multi-step-loss-iterations N] --out FILE.json
 
 trains and evaluates as the paper did (``mamlbook.reproduce``), prints the results
@@ -72,12 +72,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument(
         "--inner-steps",
         type=_integer(1),
-        help="inner steps of meta-training (default: the preset's, 1 for sine waves); the test keeps its own",
+        help="inner steps of meta-training (default: the preset's, 1 for sine waves and navigation); "
+        "the test keeps its own",
     )
     run.add_argument(
         "--multi-step-loss-iterations",
         type=_integer(0),
-        help="MAML++'s multi-step loss for this many first meta-iterations (default: the preset's, 0)",
+        help="MAML++'s multi-step loss for this many first meta-iterations (default: the preset's, 0); "
+        "not for navigation",
     )
     run.add_argument(
         "--out", type=Path, help="write the record (settings, results, versions, time) to this JSON file"

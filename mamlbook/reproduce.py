@@ -2,8 +2,9 @@
 
 Each experiment has presets: ``paper`` runs the paper's settings, ``quick`` a few
 minutes' version of them for a check on a laptop. ``reproduce`` trains, evaluates on
-600 new tasks and returns a JSON-ready record: the settings, the results with 95 %
-intervals beside the paper's, the versions, the device and the wall time.
+new tasks (600, or 40 goals for 2-D navigation) and returns a JSON-ready record: the
+settings, the results with 95 % intervals beside the paper's, the versions, the device
+and the wall time.
 
 One run is one seed. ``across_seeds`` takes the sine-wave records of several seeds and
 gives the reproduction verdict: the mean over seeds of each seed's mean over the test
@@ -25,14 +26,15 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from ._checks import check_bool, check_int
+from ._checks import check_bool, check_int, check_seed
 from .baselines import pretrain
 from .evaluation import EvaluationResult, evaluate
 from .models import MLP, Conv4
+from .rl.meta import NavigationConfig
 from .tasks import FewShotClassification, Sinusoid, classification_accuracy
 from .training import MetaTrainConfig, meta_train, resolve_device
 
-EXPERIMENTS = ("sinusoid", "omniglot")
+EXPERIMENTS = ("sinusoid", "omniglot", "navigation")
 PRESETS = ("paper", "quick")
 
 SINUSOID_TABLE_2 = {"MAML": (0.67, 0.38, 0.35), "pretrained": (2.41, 2.23, 2.19)}
@@ -40,6 +42,15 @@ SINUSOID_TABLE_2 = {"MAML": (0.67, 0.38, 0.35), "pretrained": (2.41, 2.23, 2.19)
 
 OMNIGLOT_TABLE_1 = {"MAML": (98.7, 0.4)}
 """The Omniglot 5-way 1-shot accuracy (%) and its 95 % interval in Finn et al. (2017), Table 1."""
+
+NAVIGATION_TABLE_4 = {
+    "MAML": (-40.41, -11.68, -3.33, -3.23),
+    "pretrained": (-40.81, -19.73, -11.72, -8.47),
+    "random": (-82.66, -57.96, -53.84, -46.81),
+    "oracle": (-2.29,),
+}
+"""The average return on 2-D navigation after 0, 1, 2 and 3 policy-gradient steps in Finn et
+al. (2017), appendix, Table 4; the oracle (a policy given the goal) takes none."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +96,40 @@ class OmniglotSettings:
     eval_tasks: int = 600
 
 
-SETTINGS: dict[tuple[str, str], SinusoidSettings | OmniglotSettings] = {
+@dataclasses.dataclass(frozen=True)
+class NavigationSettings:
+    """One 2-D navigation run: MAML's and the pretrained policy's training, and the test.
+
+    Attributes:
+        maml: the meta-training configuration; the pretrained policy trains with the same
+            and ``inner_steps=0`` (one policy for all goals).
+        seed: seeds the initial policy (the same for MAML, pretrained and random), the
+            training goals and episodes; ``seed + 1`` the test's goals and episodes.
+        eval_goals: new goals of the test (the paper: 40).
+        eval_steps: policy-gradient steps at test, the first at ``maml.inner_lr``, the
+            later ones at half of it (the paper: 3).
+        eval_trajectories: episodes per goal for each step and for the returns (the paper: 40).
+    """
+
+    maml: NavigationConfig
+    seed: int = 0
+    eval_goals: int = 40
+    eval_steps: int = 3
+    eval_trajectories: int = 40
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.maml, NavigationConfig):
+            raise TypeError(f"maml must be a NavigationConfig, got {type(self.maml).__name__}")
+        check_seed("seed", self.seed)
+        check_int("eval_goals", self.eval_goals, minimum=1)
+        check_int("eval_steps", self.eval_steps, minimum=0)
+        check_int("eval_trajectories", self.eval_trajectories, minimum=1)
+
+
+Settings = SinusoidSettings | OmniglotSettings | NavigationSettings
+"""The settings of one run of one of the experiments."""
+
+SETTINGS: dict[tuple[str, str], Settings] = {
     # The paper's setting; meta-trained with the K = 5 of the test (chapter 4, "Which K to
     # meta-train with": K = 10 training can diverge when ten steps are taken on five points).
     ("sinusoid", "paper"): SinusoidSettings(
@@ -101,6 +145,9 @@ SETTINGS: dict[tuple[str, str], SinusoidSettings | OmniglotSettings] = {
     ("omniglot", "quick"): OmniglotSettings(
         dataclasses.replace(MetaTrainConfig.omniglot_paper(5), iterations=2_000, meta_batch_size=8), n_query=5
     ),
+    # The paper's TRPO at KL 0.01 for 100 iterations; quick: Adam, 150 iterations of the same batches.
+    ("navigation", "paper"): NavigationSettings(NavigationConfig.paper()),
+    ("navigation", "quick"): NavigationSettings(NavigationConfig()),
 }
 
 
@@ -114,23 +161,26 @@ def reproduce(
     multi_step_loss_iterations: int | None = None,
     progress: bool = True,
     omniglot_root: str | Path | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, object]:
     """Run one experiment at one preset and return its record.
 
     Args:
-        experiment: ``"sinusoid"`` or ``"omniglot"``.
+        experiment: ``"sinusoid"``, ``"omniglot"`` or ``"navigation"``.
         preset: ``"paper"`` or ``"quick"``.
         device: ``"auto"`` (CUDA where available), ``"cpu"`` or ``"cuda"``.
         seed: seeds the initialisation, the training tasks and the test tasks, an integer
             >= 0; None keeps the preset's (0).
         inner_steps: the inner steps of meta-training, > 0; None keeps the preset's (1 for
-            sine waves). The test's fine-tuning steps stay the preset's.
+            sine waves and navigation). The test's fine-tuning steps stay the preset's.
         multi_step_loss_iterations: MAML++'s multi-step loss for that many first
             meta-iterations (``MetaTrainConfig.multi_step_loss_iterations``), >= 0; None
-            keeps the preset's (0: the last step's query loss alone).
+            keeps the preset's (0: the last step's query loss alone). Not for navigation.
         progress: show progress bars.
         omniglot_root: a folder holding the Omniglot zips; None downloads them (see
             ``mamlbook.data.load_omniglot``).
+        settings: run these instead of the preset's (a smaller run, for a test), of the
+            experiment's settings class; the record keeps the preset's name beside them.
 
     Returns:
         A dict of plain values with the keys ``experiment``, ``preset``, ``settings``, ``results``,
@@ -142,21 +192,34 @@ def reproduce(
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     device = resolve_device(device)
-    settings = SETTINGS[experiment, preset]
+    preset_settings = SETTINGS[experiment, preset]
+    if settings is None:
+        settings = preset_settings
+    elif type(settings) is not type(preset_settings):
+        raise TypeError(
+            f"settings of {experiment} must be a {type(preset_settings).__name__}, "
+            f"got {type(settings).__name__}"
+        )
     changes = {} if seed is None else {"seed": seed}
     if inner_steps is not None:
         changes["inner_steps"] = check_int("inner_steps", inner_steps, minimum=1)
     if multi_step_loss_iterations is not None:
+        if experiment == "navigation":
+            raise ValueError("multi_step_loss_iterations applies to sinusoid and omniglot, not navigation")
         changes["multi_step_loss_iterations"] = check_int(
             "multi_step_loss_iterations", multi_step_loss_iterations, minimum=0
         )
+    if experiment == "navigation":  # the seed is the run's, not the meta-training configuration's
+        settings = dataclasses.replace(settings, seed=changes.pop("seed", settings.seed))
     settings = dataclasses.replace(settings, maml=dataclasses.replace(settings.maml, **changes))
     started = datetime.datetime.now(datetime.timezone.utc)
     start = time.perf_counter()
     if experiment == "sinusoid":
         results, paper = _sinusoid(settings, device, progress)
-    else:
+    elif experiment == "omniglot":
         results, paper = _omniglot(settings, device, progress, omniglot_root)
+    else:
+        results, paper = _navigation(settings, device, progress)
     return {
         "experiment": experiment,
         "preset": preset,
@@ -250,6 +313,77 @@ def _omniglot(
         "MAML": list(OMNIGLOT_TABLE_1["MAML"]),
     }
     return results, paper
+
+
+def _navigation(
+    settings: NavigationSettings, device: torch.device, progress: bool
+) -> tuple[dict[str, object], dict[str, object]]:
+    """Meta-train MAML and train the pretrained policy, then adapt both and a random policy to new goals."""
+    from .rl import (
+        GaussianMLPPolicy,
+        evaluate_navigation,
+        meta_train_navigation,
+        oracle_returns,
+        sample_goals,
+    )
+
+    def initial_policy() -> GaussianMLPPolicy:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            return GaussianMLPPolicy().to(device)
+
+    policies, seconds = {}, {}
+    for name, config in (
+        ("MAML", settings.maml),
+        ("pretrained", dataclasses.replace(settings.maml, inner_steps=0)),
+    ):
+        policies[name] = initial_policy()
+        generator = torch.Generator().manual_seed(settings.seed)  # the same first goals for both
+        history = meta_train_navigation(policies[name], config, generator=generator, progress=progress)
+        seconds[name] = round(history.seconds, 1)
+    policies["random"] = initial_policy()
+    goals = sample_goals(settings.eval_goals, generator=torch.Generator().manual_seed(settings.seed + 1))
+    test = {
+        "inner_lr": settings.maml.inner_lr,
+        "inner_steps": settings.eval_steps,
+        "num_trajectories": settings.eval_trajectories,
+        "horizon": settings.maml.horizon,
+        "discount": settings.maml.discount,
+    }
+    results = {}
+    for name, policy in policies.items():
+        generator = torch.Generator().manual_seed(settings.seed + 1)  # the same episodes' noise for each
+        per_goal = evaluate_navigation(
+            policy, dict(policy.named_parameters()), goals.to(device), generator=generator, **test
+        )
+        results[name] = _return_report(EvaluationResult.of(per_goal.cpu()))
+        if name in seconds:
+            results[name]["training_seconds"] = seconds[name]
+    oracle = oracle_returns(goals, settings.maml.horizon)[:, None]  # (G, 1)
+    results["oracle"] = {
+        **_return_report(EvaluationResult.of(oracle)),
+        "what": "straight to the goal at full speed (the paper's: a policy given the goal as input)",
+    }
+    paper = {
+        "source": "Finn et al. (2017), appendix, Table 4 (2-D navigation, average return)",
+        "steps": list(range(4)),
+        **{name: list(values) for name, values in NAVIGATION_TABLE_4.items()},
+    }
+    return results, paper
+
+
+def _return_report(result: EvaluationResult) -> dict[str, object]:
+    """The average returns after 0, 1, ... steps, their mean over goals and its 95 % interval.
+
+    Returns are higher for better policies and stay finite (a return lies between minus the
+    horizon times the largest distance and 0), so no goal counts as diverged.
+    """
+    return {
+        "steps": list(range(len(result.mean))),
+        "goals": result.per_task.shape[0],
+        "mean": [_rounded(value) for value in result.mean],
+        "ci95": [_rounded(value) for value in result.ci95],
+    }
 
 
 def _report(result: EvaluationResult, steps: tuple[int, ...]) -> dict[str, object]:
@@ -413,6 +547,8 @@ def format_record(record: dict[str, object]) -> str:
                 f"    the others         {others}",
                 f"    median, all tasks  {medians}",
             ]
+    elif record["experiment"] == "navigation":
+        lines += _navigation_lines(paper, results)
     else:
         result = results["MAML"]
         lines.append(
@@ -420,6 +556,19 @@ def format_record(record: dict[str, object]) -> str:
             f"{result['ci95_percent']:.1f} %   (paper {paper['MAML'][0]} ± {paper['MAML'][1]} %)"
         )
     return "\n".join(lines)
+
+
+def _navigation_lines(paper: dict[str, object], results: dict[str, object]) -> list[str]:
+    """The navigation record's returns, one line per method, beside the paper's."""
+    goals = results["MAML"]["goals"]
+    steps = " / ".join(map(str, results["MAML"]["steps"]))
+    lines = [
+        f"average return after {steps} policy-gradient steps on {goals} new goals, ours against the paper's:"
+    ]
+    for name, result in results.items():
+        theirs = " / ".join(f"{value:.2f}" for value in paper[name])
+        lines.append(f"  {name:<11}{_intervals(result['mean'], result['ci95'])}   (paper {theirs})")
+    return lines
 
 
 def format_across_seeds(summary: dict[str, object]) -> str:
