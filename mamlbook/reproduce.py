@@ -145,7 +145,7 @@ SETTINGS: dict[tuple[str, str], Settings] = {
     ("omniglot", "quick"): OmniglotSettings(
         dataclasses.replace(MetaTrainConfig.omniglot_paper(5), iterations=2_000, meta_batch_size=8), n_query=5
     ),
-    # The paper's TRPO at KL 0.01 for 100 iterations; quick: Adam, 150 iterations of the same batches.
+    # The paper's TRPO at KL 0.01 for 100 iterations; quick: Adam at chapter 8's defaults.
     ("navigation", "paper"): NavigationSettings(NavigationConfig.paper()),
     ("navigation", "quick"): NavigationSettings(NavigationConfig()),
 }

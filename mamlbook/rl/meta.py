@@ -57,7 +57,7 @@ class NavigationConfig:
         estimator: ``"paper"`` or ``"dice"``.
     """
 
-    iterations: int = 150
+    iterations: int = 100
     meta_batch_size: int = 20
     num_trajectories: int = 20
     horizon: int = HORIZON
