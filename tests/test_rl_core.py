@@ -417,3 +417,16 @@ def test_navigation_config_refuses_bad_settings(changes, error, match):
     with pytest.raises(error, match=match):
         NavigationConfig(**changes)
     assert NavigationConfig.paper().outer == "trpo"
+
+
+def test_goals_of_another_dtype_than_the_policy_are_refused():
+    policy = GaussianMLPPolicy(hidden=(4,)).double()
+    params = per_task(dict(policy.named_parameters()), 2)
+    with pytest.raises(ValueError, match=r"goals \(torch.float32, cpu\) must have the dtype and device"):
+        sample_trajectories(policy, params, sample_goals(2), num_trajectories=2, horizon=2)
+
+
+def test_the_meta_loss_refuses_a_config_of_another_type():
+    policy = GaussianMLPPolicy(hidden=(4,))
+    with pytest.raises(TypeError, match="config must be a NavigationConfig, got dict"):
+        navigation_meta_loss(policy, dict(policy.named_parameters()), sample_goals(2), {"iterations": 1})

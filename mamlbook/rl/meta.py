@@ -124,6 +124,8 @@ def navigation_meta_loss(
         config: the inner loop, episodes and estimator.
         generator: the source of the episodes' noise.
     """
+    if not isinstance(config, NavigationConfig):
+        raise TypeError(f"config must be a NavigationConfig, got {type(config).__name__}")
     goals = check_goals(goals)
     episodes = dict(
         num_trajectories=config.num_trajectories,

@@ -78,6 +78,11 @@ def sample_trajectories(
         raise ValueError(
             f"params_per_task hold {log_std.shape[0]} tasks' parameters but goals has {num_tasks} goals"
         )
+    if goals.dtype != log_std.dtype or goals.device != log_std.device:
+        raise ValueError(
+            f"goals ({goals.dtype}, {goals.device}) must have the dtype and device of the policy's "
+            f"parameters ({log_std.dtype}, {log_std.device}): convert them with goals.to(log_std)"
+        )
     env = Navigation(goals, num_trajectories)
     states, actions, rewards, mask = [], [], [], []
     for _ in range(horizon):
