@@ -13,11 +13,8 @@ from .autograd import check_sgd_step
 from .first_order import check_fomaml_gradient, check_reptile_step
 from .gradient_descent import check_gradient_descent, check_linear_regression_gradient
 from .maml import check_maml_loss
-from .reinforcement import (
-    check_discounted_returns,
-    check_policy_gradient_step,
-    check_policy_gradient_surrogate,
-)
+from .policy_gradient_step import check_policy_gradient_step
+from .reinforcement import check_discounted_returns, check_policy_gradient_surrogate
 from .result import CheckResult
 from .tasks import check_fine_tune_scores, check_mean_and_ci95
 

@@ -78,10 +78,10 @@ def advantages(trajectories: Trajectories, discount: float = DISCOUNT) -> torch.
     Zero after an episode has ended; the statistics are over the steps taken.
     """
     returns = discounted_returns(trajectories.rewards, discount)
-    return _standardised(returns - fit_baseline(trajectories, returns), trajectories.mask)[0]
+    return standardised(returns - fit_baseline(trajectories, returns), trajectories.mask)[0]
 
 
-def _standardised(raw: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def standardised(raw: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``raw`` ``(T, N, H)`` centred and scaled per task over the masked steps, and the ``(T,)`` scales."""
     counts = mask.sum(dim=(1, 2))  # (T,)
     mean = (raw * mask).sum(dim=(1, 2)) / counts
@@ -113,7 +113,7 @@ class PolicyGradientLoss:
         self.policy = policy
         self.trajectories = trajectories
         returns = discounted_returns(trajectories.rewards, discount)
-        self.advantages, self._advantage_scale = _standardised(
+        self.advantages, self._advantage_scale = standardised(
             returns - fit_baseline(trajectories, returns), trajectories.mask
         )
         self._start_returns = returns[:, :, 0].mean(dim=1)  # (T,)
