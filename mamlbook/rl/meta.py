@@ -33,7 +33,7 @@ from .navigation import HORIZON, check_goals, sample_goals
 from .policy_gradient import DISCOUNT, SampledLosses
 
 ESTIMATORS = ("paper", "dice")
-"""The meta-gradient estimators: the paper's, and DiCE's (with the pre-update sampling term)."""
+"""Names of the meta-gradient estimators, the paper's and DiCE's (with the pre-update sampling term)."""
 OUTER_STEPS = ("adam", "trpo")
 
 

@@ -54,7 +54,7 @@ def baseline_features(trajectories: Trajectories) -> torch.Tensor:
 def fit_baseline(trajectories: Trajectories, returns: torch.Tensor) -> torch.Tensor:
     """``(T, N, H)`` each task's linear baseline, fitted to its own episodes' returns.
 
-    Per task, w = argmin sum over the steps taken (R_t - w . f_t)^2 + ridge |w|^2, in
+    Per task, ``w = argmin sum_t (R_t - w . f_t)^2 + ridge * ||w||^2`` over the steps taken, in
     float64 (the features' powers of t are badly conditioned in float32).
 
     Args:
