@@ -235,6 +235,38 @@ def test_navigation_meta_loss_paper_gradient_is_the_gradient_through_the_inner_s
     torch.testing.assert_close(query.trajectories.actions, after.actions, **EXACT)
 
 
+def test_two_inner_steps_sample_new_episodes_at_each_step_and_differentiate_through_both(policy):
+    theta = dict(policy.named_parameters())
+    goals = sample_goals(3, generator=torch.Generator().manual_seed(9)).double()
+    result = navigation_meta_loss(
+        policy, theta, goals, tiny_config(inner_steps=2), generator=torch.Generator().manual_seed(1)
+    )
+    first, second = (sample.loss for sample in result.support.samples)
+    query = result.query.samples[-1].loss
+    by_hand = []
+    for task in range(3):
+        phi_1 = step_of(policy, theta, first, task, 0.2)
+        phi_2 = step_of(policy, phi_1, second, task, 0.2)
+        by_hand.append(task_surrogate(policy, phi_2, query, task))
+    by_hand = torch.stack(by_hand).mean()
+    torch.testing.assert_close(result.loss, by_hand, **EXACT)
+    for package, looped in zip(
+        torch.autograd.grad(result.loss, list(theta.values())),
+        torch.autograd.grad(by_hand, list(theta.values())),
+        strict=True,
+    ):
+        torch.testing.assert_close(package, looped, **EXACT)
+    # The second step's episodes come from the policy after the first step.
+    replay = torch.Generator().manual_seed(1)
+    sample_trajectories(policy, per_task(theta, 3), goals, num_trajectories=3, horizon=5, generator=replay)
+    phi_1 = {
+        name: torch.stack([step_of(policy, theta, first, task, 0.2)[name].detach() for task in range(3)])
+        for name in theta
+    }
+    again = sample_trajectories(policy, phi_1, goals, num_trajectories=3, horizon=5, generator=replay)
+    torch.testing.assert_close(second.trajectories.actions, again.actions, **EXACT)
+
+
 def test_dice_adds_the_score_function_term_to_the_gradient_and_nothing_to_the_value(policy):
     theta = dict(policy.named_parameters())
     goals = sample_goals(3, generator=torch.Generator().manual_seed(8)).double()
