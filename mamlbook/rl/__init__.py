@@ -15,8 +15,8 @@ policy-gradient surrogate as each task's loss:
 """
 
 from . import bandit, estimators, gym_env, navigation, policy, policy_gradient, sampling
+from .estimators import ESTIMATORS
 from .meta import (
-    ESTIMATORS,
     MetaLoss,
     NavigationConfig,
     NavigationHistory,

@@ -28,7 +28,7 @@ import torch
 from .._checks import check_int, check_nonnegative_float, check_positive_float
 from ..inner import InnerLoop, adaptation, per_task
 from ..types import Params
-from .estimators import score_function_term
+from .estimators import ESTIMATORS, score_function_term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +102,8 @@ def meta_gradient_estimates(
         replicates: R, >= 2.
         generator: the source of the actions.
     """
-    if estimator not in ("paper", "dice"):
-        raise ValueError(f"estimator must be 'paper' or 'dice', got {estimator!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     replicates = check_int("replicates", replicates, minimum=2)
     theta = {"mean": torch.tensor(float(mean), dtype=torch.float64)}
     start = {"mean": per_task(theta, replicates)["mean"].clone().requires_grad_()}  # (R,)

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import torch
 
+ESTIMATORS = ("paper", "dice")
+"""Names of the meta-gradient estimators, the paper's and DiCE's (with the pre-update sampling term)."""
+
 
 def magic_box(x: torch.Tensor) -> torch.Tensor:
     """DiCE's operator: 1 in value, with gradient ``magic_box(x) * grad x`` (of any order)."""

@@ -28,12 +28,10 @@ from ..inner import InnerLoop, adaptation, per_task
 from ..meta import meta_objective
 from ..outer import OuterAdam
 from ..types import Params
-from .estimators import score_function_term
+from .estimators import ESTIMATORS, score_function_term
 from .navigation import HORIZON, check_goals, sample_goals
 from .policy_gradient import DISCOUNT, SampledLosses
 
-ESTIMATORS = ("paper", "dice")
-"""Names of the meta-gradient estimators, the paper's and DiCE's (with the pre-update sampling term)."""
 OUTER_STEPS = ("adam", "trpo")
 
 
