@@ -103,3 +103,9 @@ def pytest_pyfunc_call(pyfuncitem):
         if "backend" in pyfuncitem.fixturenames and "cannot compute this" in str(error):
             pytest.skip(f"the backend refuses: {error}")
         raise
+
+
+@pytest.fixture(params=[0, 1, 2024], ids=lambda seed: f"seed{seed}")
+def checker_seed(request) -> int:
+    """A checker's ``seed``: 0 is the chapters' problems, the others are problems a grader might pick."""
+    return request.param
