@@ -12,14 +12,14 @@ INSTALLED := $(VENV)/.installed
 # Notebook kernels come from the environment, not from a kernel installed elsewhere.
 export JUPYTER_PREFER_ENV_PATH := 1
 
-.PHONY: setup book site-check test lint notebooks clean
+.PHONY: setup book site-check test lint notebooks assignments clean
 
 setup: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install $(TORCH)
-	$(BIN)/python -m pip install -e ".[book,test,dev,site]"
+	$(BIN)/python -m pip install -e ".[book,test,dev,site,assignments]"
 	touch $@
 
 book: setup
@@ -40,6 +40,11 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Student notebooks (solutions taken out, outputs cleared) and autograder bundles, one per
+# chapter with exercises, from the chapters themselves; see the book's Instructor's guide.
+assignments: setup
+	$(BIN)/mamlbook assignments build --book book --out _build/assignments
 
 # Execute every notebook with its default parameters (DEVICE=cuda on a GPU machine).
 DEVICE ?= auto

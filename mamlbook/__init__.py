@@ -14,8 +14,9 @@ Submodules: ``inner`` (the inner loop), ``meta`` (MAML), ``reference`` (the same
 plain loop), ``backends`` and ``fast`` (faster ways to compute it), ``tasks``,
 ``models``, ``gradcheck``, ``outer`` (the outer optimiser), ``errors``, and, loaded on
 first use (they import more, matplotlib for one), ``data`` (Omniglot), ``plotting``,
-``checks``, ``baselines``, ``reptile``, ``profiling``, ``analysis``, ``reproduce`` and
-``rl`` (reinforcement learning, chapter 8).
+``checks``, ``baselines``, ``reptile``, ``profiling``, ``analysis``, ``reproduce``,
+``rl`` (reinforcement learning, chapter 8) and ``assignments`` (student notebooks and a
+grader, for instructors).
 Importing the package changes no global state.
 """
 
@@ -34,7 +35,18 @@ from .types import InnerLR, LossFn, Params, TaskBatch, TaskLosses, TaskSampler
 __version__ = "0.1.0"
 
 _LAZY_SUBMODULES = frozenset(
-    {"data", "plotting", "checks", "baselines", "reptile", "profiling", "analysis", "reproduce", "rl"}
+    {
+        "data",
+        "plotting",
+        "checks",
+        "baselines",
+        "reptile",
+        "profiling",
+        "analysis",
+        "reproduce",
+        "rl",
+        "assignments",
+    }
 )
 
 

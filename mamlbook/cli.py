@@ -5,6 +5,13 @@
 
 trains and evaluates as the paper did (``mamlbook.reproduce``), prints the results
 beside the paper's, and writes the whole record as JSON.
+
+    mamlbook assignments build [--book book] [--out _build/assignments]
+    mamlbook assignments grade BUNDLE SUBMISSIONS --out DIR [--seed N] [--time-limit S] [--jobs N]
+        [-p NAME VALUE]
+
+builds the student notebooks and autograder bundles from the chapters, and grades a
+folder of submissions (``mamlbook.assignments``; the book's "Instructor's guide").
 """
 
 from __future__ import annotations
@@ -90,11 +97,86 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a folder with the Omniglot zips (e.g. ../shared/data/omniglot); without it they are downloaded",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_assignment_commands(commands)
     return parser.parse_args(argv)
+
+
+def _add_assignment_commands(commands: argparse._SubParsersAction) -> None:
+    assignments = commands.add_parser(
+        "assignments",
+        help="build student notebooks and autograder bundles, grade submissions",
+        description="Assignments for instructors: see the book's Instructor's guide.",
+    )
+    actions = assignments.add_subparsers(dest="action", required=True)
+    build = actions.add_parser("build", help="build the student notebooks and the autograder bundles")
+    build.add_argument("--book", type=Path, default=Path("book"), help="the chapters' folder (default: book)")
+    build.add_argument(
+        "--out", type=Path, default=Path("_build/assignments"), help="(default: _build/assignments)"
+    )
+    grade = actions.add_parser("grade", help="grade a folder of submitted notebooks")
+    grade.add_argument(
+        "bundle", type=Path, help="the chapter's autograder folder, e.g. .../autograder/02_autograd"
+    )
+    grade.add_argument("submissions", type=Path, help="a folder of notebooks, one per student")
+    grade.add_argument("--out", type=Path, required=True, help="where the scores and feedback go")
+    grade.add_argument(
+        "--seed", type=_integer(0, MAX_SEED), help="the checkers' seed (default: the bundle's)"
+    )
+    grade.add_argument(
+        "--time-limit", type=_integer(1), help="seconds one submission may run (default: the bundle's)"
+    )
+    grade.add_argument(
+        "--jobs", type=_integer(1), default=1, help="submissions graded at once (default: 1; one per core)"
+    )
+    grade.add_argument(
+        "-p",
+        dest="parameters",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a papermill parameter over the bundle's, its value read as YAML, e.g. -p omniglot_root DIR",
+    )
+
+
+def _assignments(args: argparse.Namespace) -> int:
+    """``mamlbook assignments build|grade``."""
+    import yaml
+
+    from . import assignments
+
+    try:
+        if args.action == "build":
+            built = assignments.build_assignments(args.book, args.out)
+            for assignment in built:
+                print(f"{assignment.chapter}: {len(assignment.questions)} graded questions")
+            print(f"student notebooks in {args.out / 'student'}, bundles in {args.out / 'autograder'}")
+            return 0
+        parameters = {name: yaml.safe_load(value) for name, value in args.parameters}
+        grades = assignments.grade_folder(
+            args.bundle,
+            args.submissions,
+            args.out,
+            seed=args.seed,
+            time_limit_s=args.time_limit,
+            parameters=parameters,
+            jobs=args.jobs,
+        )
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        print(f"mamlbook: {error}", file=sys.stderr)
+        return 1
+    for grade in grades:
+        marks = sum(question.points for question in grade.questions)
+        problems = f" ({len(grade.problems)} problems)" if grade.problems else ""
+        print(f"{grade.student}: {grade.score:g} / {marks:g}{problems}, {grade.seconds:.0f} s")
+    print(f"scores and feedback in {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "assignments":
+        return _assignments(args)
     problem = None if args.out is None else _out_problem(args.out)
     if problem is not None:
         print(f"mamlbook: --out: {problem}", file=sys.stderr)
