@@ -38,8 +38,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Tests run in $(WORKERS) processes (pytest-xdist), a test file per process at a time, so a
+# notebook's cells stay in one kernel; one thread each, so the processes share the cores.
+WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile
 
 # Student notebooks (solutions taken out, outputs cleared) and autograder bundles, one per
 # chapter with exercises, from the chapters themselves; see the book's Instructor's guide.
