@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 
 import mamlbook as mb
@@ -103,9 +104,13 @@ def return_a_list(model, params, x, y, loss_fn, lr):
     return list(sgd_step(model, params, x, y, loss_fn, lr).values())
 
 
+def step_with_mse(model, params, x, y, loss_fn, lr):
+    return sgd_step(model, params, x, y, F.mse_loss, lr)
+
+
 @pytest.mark.parametrize("step", [sgd_step, sgd_step_second_order])
-def test_check_sgd_step_accepts_a_functional_step(step):
-    verdict = mb.checks.check_sgd_step(step)
+def test_check_sgd_step_accepts_a_functional_step(step, checker_seed):
+    verdict = mb.checks.check_sgd_step(step, seed=checker_seed)
 
     assert isinstance(verdict, CheckResult)
     assert verdict, verdict.message
@@ -128,10 +133,11 @@ def test_check_sgd_step_accepts_a_functional_step(step):
         (detached_result, "graph"),
         (optimizer_on_the_model, "model's own weights changed"),
         (return_a_list, "dict"),
+        (step_with_mse, "ignores loss_fn"),
     ],
 )
-def test_check_sgd_step_names_the_mistake(step, keyword):
-    verdict = mb.checks.check_sgd_step(step)
+def test_check_sgd_step_names_the_mistake(step, keyword, checker_seed):
+    verdict = mb.checks.check_sgd_step(step, seed=checker_seed)
 
     assert not verdict
     assert keyword in verdict.message
@@ -139,7 +145,7 @@ def test_check_sgd_step_names_the_mistake(step, keyword):
 
 
 def test_check_sgd_step_rejects_a_non_function():
-    with pytest.raises(TypeError, match="sgd_step must be a function"):
+    with pytest.raises(TypeError, match="must be a function"):
         mb.checks.check_sgd_step("sgd_step")
 
 
@@ -192,8 +198,8 @@ def three_values(losses):
 
 
 @pytest.mark.parametrize("function", [interval, interval_numpy])
-def test_check_mean_and_ci95_accepts_the_interval(function):
-    verdict = mb.checks.check_mean_and_ci95(function)
+def test_check_mean_and_ci95_accepts_the_interval(function, checker_seed):
+    verdict = mb.checks.check_mean_and_ci95(function, seed=checker_seed)
 
     assert verdict, verdict.message
 
@@ -212,8 +218,8 @@ def test_check_mean_and_ci95_accepts_the_interval(function):
         (three_values, "pair"),
     ],
 )
-def test_check_mean_and_ci95_names_the_mistake(function, keyword):
-    verdict = mb.checks.check_mean_and_ci95(function)
+def test_check_mean_and_ci95_names_the_mistake(function, keyword, checker_seed):
+    verdict = mb.checks.check_mean_and_ci95(function, seed=checker_seed)
 
     assert not verdict
     assert keyword in verdict.message
@@ -301,6 +307,10 @@ def scores_uphill(model, params, batch, loss_fn, lr, steps):
     return torch.stack(losses)
 
 
+def scores_with_mse(model, params, batch, loss_fn, lr, steps):
+    return scores_with_adapt(model, params, batch, F.mse_loss, lr, steps)
+
+
 def scores_updating_params(model, params, batch, loss_fn, lr, steps):
     losses = scores_with_adapt(model, params, batch, loss_fn, lr, steps)
     with torch.no_grad():
@@ -310,8 +320,8 @@ def scores_updating_params(model, params, batch, loss_fn, lr, steps):
 
 
 @pytest.mark.parametrize("function", [scores_with_adapt, scores_with_evaluate, scores_as_a_list])
-def test_check_fine_tune_scores_accepts_support_then_query(function):
-    verdict = mb.checks.check_fine_tune_scores(function)
+def test_check_fine_tune_scores_accepts_support_then_query(function, checker_seed):
+    verdict = mb.checks.check_fine_tune_scores(function, seed=checker_seed)
 
     assert verdict, verdict.message
 
@@ -328,10 +338,11 @@ def test_check_fine_tune_scores_accepts_support_then_query(function):
         (mean_score, "one loss per task"),
         (scores_uphill, "sign"),
         (scores_updating_params, "params changed"),
+        (scores_with_mse, "ignores loss_fn"),
     ],
 )
-def test_check_fine_tune_scores_names_the_mistake(function, keyword):
-    verdict = mb.checks.check_fine_tune_scores(function)
+def test_check_fine_tune_scores_names_the_mistake(function, keyword, checker_seed):
+    verdict = mb.checks.check_fine_tune_scores(function, seed=checker_seed)
 
     assert not verdict
     assert keyword in verdict.message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 
 import mamlbook as mb
@@ -136,9 +137,15 @@ def reptile_per_task_result(model, theta, batch, *, loss_fn, inner_lr, inner_ste
         }
 
 
+def reptile_with_mse(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon):
+    return reptile_correct(
+        model, theta, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, inner_steps=inner_steps, epsilon=epsilon
+    )
+
+
 @pytest.mark.parametrize("fn", [reptile_correct, reptile_interpolation])
-def test_check_reptile_step_accepts_a_correct_step(fn):
-    verdict = check_reptile_step(fn)
+def test_check_reptile_step_accepts_a_correct_step(fn, checker_seed):
+    verdict = check_reptile_step(fn, seed=checker_seed)
     assert verdict.passed, verdict.message
 
 
@@ -156,10 +163,11 @@ def test_check_reptile_step_accepts_a_correct_step(fn):
         (reptile_updates_input, "leave theta as it was"),
         (reptile_ignores_steps, "differs from theta + epsilon"),
         (reptile_per_task_result, "one tensor per task"),
+        (reptile_with_mse, "ignores loss_fn"),
     ],
 )
-def test_check_reptile_step_names_the_mistake(fn, keyword):
-    verdict = check_reptile_step(fn)
+def test_check_reptile_step_names_the_mistake(fn, keyword, checker_seed):
+    verdict = check_reptile_step(fn, seed=checker_seed)
     assert not verdict.passed
     assert keyword in verdict.message, verdict.message
 
@@ -252,9 +260,21 @@ def fomaml_one_step(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
     return fomaml_correct(model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=1)
 
 
+def fomaml_with_mse(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
+    return fomaml_correct(model, theta, batch, loss_fn=F.mse_loss, inner_lr=inner_lr, inner_steps=inner_steps)
+
+
+def fomaml_changing_theta(model, theta, batch, *, loss_fn, inner_lr, inner_steps):
+    grads = fomaml_correct(model, theta, batch, loss_fn=loss_fn, inner_lr=inner_lr, inner_steps=inner_steps)
+    with torch.no_grad():
+        for name, tensor in theta.items():
+            tensor -= inner_lr * grads[name]
+    return grads
+
+
 @pytest.mark.parametrize("fn", [fomaml_correct, fomaml_through_maml_loss])
-def test_check_fomaml_gradient_accepts_a_correct_gradient(fn):
-    verdict = check_fomaml_gradient(fn)
+def test_check_fomaml_gradient_accepts_a_correct_gradient(fn, checker_seed):
+    verdict = check_fomaml_gradient(fn, seed=checker_seed)
     assert verdict.passed, verdict.message
 
 
@@ -268,10 +288,12 @@ def test_check_fomaml_gradient_accepts_a_correct_gradient(fn):
         (fomaml_last_task, "only one task"),
         (fomaml_negated, "wrong sign"),
         (fomaml_one_step, "one inner step whatever inner_steps is"),
+        (fomaml_with_mse, "ignores loss_fn"),
+        (fomaml_changing_theta, "theta itself was changed"),
     ],
 )
-def test_check_fomaml_gradient_names_the_mistake(fn, keyword):
-    verdict = check_fomaml_gradient(fn)
+def test_check_fomaml_gradient_names_the_mistake(fn, keyword, checker_seed):
+    verdict = check_fomaml_gradient(fn, seed=checker_seed)
     assert not verdict.passed
     assert keyword in verdict.message, verdict.message
 

@@ -31,7 +31,11 @@ def check_arguments(fn: object, signature: str, seed: object) -> int:
 
 
 def call_student(
-    fn: Callable[..., object], call: str, *args: object, **kwargs: object
+    fn: Callable[..., object],
+    call: str,
+    *args: object,
+    explain: Callable[[Exception], CheckResult | None] | None = None,
+    **kwargs: object,
 ) -> tuple[object, CheckResult | None]:
     """``(fn(*args, **kwargs), None)``, or ``(None, hint)`` when ``fn`` raises.
 
@@ -41,6 +45,10 @@ def call_student(
     Args:
         fn: the reader's function.
         call: how the call reads in a hint, e.g. ``"sgd_step(model, params, x, y, loss_fn, lr)"``.
+        *args: the positional arguments of ``fn``.
+        explain: the checker's reading of an exception: the hint of the mistake it reveals
+            (autograd's message about an in-place update, say), or None for the plain hint.
+        **kwargs: the keyword arguments of ``fn``.
 
     Returns:
         What ``fn`` returned and None, or None and the hint. A function that still raises
@@ -51,4 +59,7 @@ def call_student(
     except NotImplementedError:
         return None, CheckResult.hint(f"{call} raised NotImplementedError: write the function's body")
     except Exception as error:  # any failure of the reader's code is the verdict
-        return None, CheckResult.hint(f"{call} raised {type(error).__name__}: {error}")
+        named = explain(error) if explain is not None else None  # a hint is falsy: test for None
+        if named is None:
+            named = CheckResult.hint(f"{call} raised {type(error).__name__}: {error}")
+        return None, named

@@ -5,32 +5,43 @@ epsilon)``, which must return the new theta, ``theta + epsilon * mean_t (phi_t -
 as a new dict, leaving ``theta`` unchanged. ``check_fomaml_gradient(fn)`` runs
 ``fn(model, theta, batch, *, loss_fn, inner_lr, inner_steps)``, which must return the
 first-order MAML meta-gradient: the mean over tasks of the query-loss gradient at each
-task's adapted parameters. Both run on small float64 problems (an MLP and seeded
-sinusoid tasks) and, when the answer is wrong, compute what the classic mistakes would
-give on the same problem and name the one that matches: a wrong sign, averaging the
-adapted parameters instead of the differences, a sum instead of a mean, one task
-instead of all, tasks chained one after the other instead of each starting from theta,
-epsilon applied twice or not at all; for the gradient, the second-order terms kept, the
-gradient taken at theta or on the support set.
+task's adapted parameters. Both compute the answer first, on small float64 problems
+drawn from ``seed`` (an MLP and sinusoid tasks, with the mean squared error and then
+the Huber loss as ``loss_fn``; seed 0, the default, gives the chapter's), then call the
+reader's function on copies of the model, theta and the batch, so that an exception, a
+wrong type or an in-place change becomes a hint. When the answer is wrong, they compute
+what the classic mistakes would give on the same problem and name the one that
+matches: a wrong sign, averaging the adapted parameters instead of the differences, a
+sum instead of a mean, one task instead of all, tasks chained one after the other
+instead of each starting from theta, epsilon applied twice or not at all, a mean
+squared error instead of ``loss_fn``; for the gradient, the second-order terms kept,
+the gradient taken at theta or on the support set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..reference import adapt_one_task, maml_loss
-from ..types import Params, TaskBatch
-from ._problems import all_close, leaves, sinusoid_problem
+from ..types import LossFn, Params, TaskBatch
+from ._problems import all_close, copied, leaves, params_hint, problem_seeds, same, sinusoid_problem
+from ._student import call_student, check_arguments
 from .result import CheckResult
 
 _INNER_LR = 0.05
 _TOLERANCE = {"rtol": 1e-7, "atol": 1e-10}
-_REPTILE_PROBLEMS = ((2, 0.3), (3, 0.5))  # (steps, epsilon)
-_FOMAML_PROBLEMS = (1, 2)  # steps
+_REPTILE_PROBLEMS = (
+    (2, 0.3, F.mse_loss),
+    (3, 0.5, F.mse_loss),
+    (2, 0.3, F.huber_loss),
+)  # (steps, epsilon, loss)
+_FOMAML_PROBLEMS = ((1, F.mse_loss), (2, F.mse_loss), (1, F.huber_loss))  # (steps, loss_fn)
+_REPTILE_CALL = "reptile_step(model, theta, batch, loss_fn=..., inner_lr=..., inner_steps=..., epsilon=...)"
+_FOMAML_CALL = "fomaml_gradient(model, theta, batch, loss_fn=..., inner_lr=..., inner_steps=...)"
 
 _HINTS = {
     "sequential": (
@@ -62,10 +73,12 @@ _HINTS = {
     "grad_one_task": "only one task's gradient is returned: average the gradients of all T tasks",
     "grad_sign": "the gradient has the wrong sign: return the gradient itself, not the step -gradient",
     "one_step": "the function takes one inner step whatever inner_steps is: loop over the steps",
+    "fixed_loss": "the function ignores loss_fn and uses a mean squared error: call loss_fn",
+    "grad_in_place": "the gradient is right but theta itself was changed: leave theta as it was",
 }
 
 
-def _adapted(model: nn.Module, theta: Params, batch: TaskBatch, steps: int) -> Params:
+def _adapted(model: nn.Module, theta: Params, batch: TaskBatch, steps: int, loss_fn: LossFn) -> Params:
     """Each task's phi, adapted from ``theta`` on its support set, first order and detached: ``(T, ...)``."""
     phis = [
         adapt_one_task(
@@ -73,7 +86,7 @@ def _adapted(model: nn.Module, theta: Params, batch: TaskBatch, steps: int) -> P
             leaves(theta),
             support_x,
             support_y,
-            loss_fn=F.mse_loss,
+            loss_fn=loss_fn,
             inner_lr=_INNER_LR,
             inner_steps=steps,
             first_order=True,
@@ -83,25 +96,28 @@ def _adapted(model: nn.Module, theta: Params, batch: TaskBatch, steps: int) -> P
     return {name: torch.stack([phi[name] for phi in phis]).detach() for name in theta}
 
 
-def _call(fn: Callable[..., Params], model: nn.Module, batch: TaskBatch, **settings) -> tuple | CheckResult:
-    """Run ``fn`` on leaf copies of the model's parameters: (theta, result) or a hint."""
+def _call(
+    fn: Callable[..., Params], call: str, model: nn.Module, batch: TaskBatch, **settings
+) -> tuple[Params, Params] | CheckResult:
+    """Run ``fn`` on copies of the model, of its parameters and of the batch: (the theta it was
+    given, its result detached) or a hint."""
     theta = leaves(dict(model.named_parameters()))
-    try:
-        result = fn(model, theta, batch, loss_fn=F.mse_loss, inner_lr=_INNER_LR, **settings)
-    except Exception as error:  # any failure of the reader's code is the verdict
-        return CheckResult.hint(f"the function raised {type(error).__name__}: {error}")
-    if not isinstance(result, dict) or result.keys() != theta.keys():
-        return CheckResult.hint(f"the function must return a dict keyed like theta ({sorted(theta)})")
-    for name, tensor in result.items():
-        if not isinstance(tensor, torch.Tensor):
-            return CheckResult.hint(f"result[{name!r}] must be a tensor, got {type(tensor).__name__}")
-        if tensor.shape == (batch.num_tasks, *theta[name].shape):
-            return CheckResult.hint("the result holds one tensor per task: average over the tasks")
-        if tensor.shape != theta[name].shape:
-            return CheckResult.hint(
-                f"result[{name!r}] has shape {tuple(tensor.shape)}, theta's is {tuple(theta[name].shape)}"
-            )
-    return theta, {name: tensor.detach() for name, tensor in result.items()}
+    given = copied((model, theta, batch))
+    result, hint = call_student(fn, call, *given, inner_lr=_INNER_LR, **settings)
+    if hint is not None:
+        return hint
+    if not same(given[2], batch):
+        return CheckResult.hint("the function changed the batch in place: leave its tensors alone")
+    if not same(given[0], model):
+        return CheckResult.hint("the function changed the model's own weights: leave the model alone")
+    if isinstance(result, Mapping) and set(result) == set(theta):
+        for name, tensor in result.items():
+            if isinstance(tensor, torch.Tensor) and tensor.shape == (batch.num_tasks, *theta[name].shape):
+                return CheckResult.hint("the result holds one tensor per task: average over the tasks")
+    hint = params_hint(result, theta, "theta")
+    if hint is not None:
+        return hint
+    return given[1], {name: tensor.detach() for name, tensor in result.items()}
 
 
 def _close(actual: Params, expected: Params) -> bool:
@@ -115,10 +131,10 @@ def _hint(result: Params, mistakes: list[tuple[str, Params]], otherwise: str) ->
     )
 
 
-def _reptile_answers(model, batch, steps, epsilon) -> tuple[Params, list[tuple[str, Params]]]:
+def _reptile_answers(model, batch, steps, epsilon, loss_fn) -> tuple[Params, list[tuple[str, Params]]]:
     """The correct new theta and what each classic mistake would give instead."""
     theta = {name: tensor.detach() for name, tensor in model.named_parameters()}
-    phi = _adapted(model, theta, batch, steps)  # (T, ...) each
+    phi = _adapted(model, theta, batch, steps, loss_fn)  # (T, ...) each
     diff = {name: phi[name] - theta[name] for name in theta}  # (T, ...) each
 
     def step(scale: float, update: Callable[[str], torch.Tensor], start: float = 1.0) -> Params:
@@ -126,7 +142,7 @@ def _reptile_answers(model, batch, steps, epsilon) -> tuple[Params, list[tuple[s
 
     moved = dict(theta)
     for task in range(batch.num_tasks):  # each task adapted from theta as moved by the previous ones
-        task_phi = _adapted(model, moved, batch.slice_tasks(task, task + 1), steps)
+        task_phi = _adapted(model, moved, batch.slice_tasks(task, task + 1), steps, loss_fn)
         moved = {name: moved[name] + epsilon * (task_phi[name][0] - moved[name]) for name in theta}
     mistakes = [
         ("sequential", moved),
@@ -139,32 +155,41 @@ def _reptile_answers(model, batch, steps, epsilon) -> tuple[Params, list[tuple[s
         ("epsilon_twice", step(epsilon**2, lambda n: diff[n].mean(0))),
         ("no_epsilon", step(1.0, lambda n: diff[n].mean(0))),
     ]
+    if loss_fn is not F.mse_loss:
+        mse_phi = _adapted(model, theta, batch, steps, F.mse_loss)
+        mistakes.append(("fixed_loss", step(epsilon, lambda n: (mse_phi[n] - theta[n]).mean(0))))
     return step(epsilon, lambda n: diff[n].mean(0)), mistakes
 
 
-def check_reptile_step(fn: Callable[..., Params]) -> CheckResult:
+def check_reptile_step(fn: Callable[..., Params], *, seed: int = 0) -> CheckResult:
     """Check a reader's ``reptile_step(model, theta, batch, *, loss_fn, inner_lr, inner_steps, epsilon)``.
 
     The function must adapt each task of ``batch`` from ``theta`` (``inner_steps`` SGD steps of
     size ``inner_lr`` on its support set, e.g. with ``mb.adapt``) and return the new theta,
     ``theta + epsilon * mean_t (phi_t - theta)``, as a new dict with ``theta`` unchanged.
-    It is run on two float64 problems (3 tasks; 2 steps with epsilon 0.3, 3 steps with 0.5).
+    It is run on three float64 problems of 3 tasks: 2 steps with epsilon 0.3 and 3 steps
+    with 0.5, both with the mean squared error, then 2 steps with 0.3 and the Huber loss.
 
     Args:
         fn: the function to check.
+        seed: chooses the networks' weights and the tasks; 0 gives the chapter's.
 
     Returns:
         The verdict, correct or a hint that names the mistake explaining the numbers.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or ``seed`` is not an integer.
+        ValueError: ``seed`` is negative or too large.
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be a function reptile_step(model, theta, batch, ...), got {fn!r}")
-    for seed, (steps, epsilon) in enumerate(_REPTILE_PROBLEMS):
-        model, batch = sinusoid_problem(seed)
-        ran = _call(fn, model, batch, inner_steps=steps, epsilon=epsilon)
+    seed = check_arguments(fn, _REPTILE_CALL, seed)
+    seeds = problem_seeds(seed, len(_REPTILE_PROBLEMS))
+    for problem_seed, (steps, epsilon, loss_fn) in zip(seeds, _REPTILE_PROBLEMS, strict=True):
+        model, batch = sinusoid_problem(problem_seed)
+        expected, mistakes = _reptile_answers(model, batch, steps, epsilon, loss_fn)
+        ran = _call(fn, _REPTILE_CALL, model, batch, loss_fn=loss_fn, inner_steps=steps, epsilon=epsilon)
         if isinstance(ran, CheckResult):
             return ran
         theta, result = ran
-        expected, mistakes = _reptile_answers(model, batch, steps, epsilon)
         if not _close(result, expected):
             return _hint(
                 result,
@@ -172,26 +197,28 @@ def check_reptile_step(fn: Callable[..., Params]) -> CheckResult:
                 f"the new theta differs from theta + epsilon * mean_t(phi_t - theta) (inner_steps={steps}, "
                 f"epsilon={epsilon}): check that each task is adapted from theta on its support set",
             )
-        if not _close(theta, dict(model.named_parameters())):
+        if not same(theta, dict(model.named_parameters())):
             return CheckResult.hint(_HINTS["in_place"])
     return CheckResult.correct("the new theta equals theta + epsilon * mean_t(phi_t - theta) (2 and 3 steps)")
 
 
-def _fomaml_answers(model, batch, steps) -> tuple[Params, list[tuple[str, Params]]]:
+def _fomaml_answers(model, batch, steps, loss_fn) -> tuple[Params, list[tuple[str, Params]]]:
     """The first-order meta-gradient and what each classic mistake would give instead."""
 
-    def gradient(tasks: TaskBatch, inner_steps: int = steps, first_order: bool = True) -> Params:
+    def gradient(
+        tasks: TaskBatch, inner_steps: int = steps, first_order: bool = True, loss: LossFn = loss_fn
+    ) -> Params:
         theta = leaves(dict(model.named_parameters()))
-        loss = maml_loss(
+        meta_loss = maml_loss(
             model,
             theta,
             tasks,
-            loss_fn=F.mse_loss,
+            loss_fn=loss,
             inner_lr=_INNER_LR,
             inner_steps=inner_steps,
             first_order=first_order,
         )
-        return dict(zip(theta, torch.autograd.grad(loss, list(theta.values())), strict=True))
+        return dict(zip(theta, torch.autograd.grad(meta_loss, list(theta.values())), strict=True))
 
     expected, tasks = gradient(batch), batch.num_tasks
     on_support = TaskBatch(batch.support_x, batch.support_y, batch.support_x, batch.support_y)
@@ -206,33 +233,41 @@ def _fomaml_answers(model, batch, steps) -> tuple[Params, list[tuple[str, Params
     ]
     if steps > 1:
         mistakes.append(("one_step", gradient(batch, inner_steps=1)))
+    if loss_fn is not F.mse_loss:
+        mistakes.append(("fixed_loss", gradient(batch, loss=F.mse_loss)))
     return expected, mistakes
 
 
-def check_fomaml_gradient(fn: Callable[..., Params]) -> CheckResult:
+def check_fomaml_gradient(fn: Callable[..., Params], *, seed: int = 0) -> CheckResult:
     """Check a reader's ``fomaml_gradient(model, theta, batch, *, loss_fn, inner_lr, inner_steps)``.
 
     The function must return, keyed like ``theta``, the first-order MAML meta-gradient:
     the mean over the tasks of ``batch`` of the query-loss gradient at the task's adapted
     parameters phi_t (``inner_steps`` SGD steps from ``theta`` on its support set), the inner
-    steps treated as constants. It is run on two float64 problems (3 tasks; 1 and 2 steps)
-    and compared with the gradient of ``mamlbook.maml_loss(..., first_order=True)``.
+    steps treated as constants, leaving ``theta`` unchanged. It is run on three float64
+    problems of 3 tasks (1 and 2 steps with the mean squared error, 1 step with the Huber
+    loss) and compared with the gradient of ``mamlbook.maml_loss(..., first_order=True)``.
 
     Args:
         fn: the function to check.
+        seed: chooses the networks' weights and the tasks; 0 gives the chapter's.
 
     Returns:
         The verdict, correct or a hint that names the mistake explaining the numbers.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or ``seed`` is not an integer.
+        ValueError: ``seed`` is negative or too large.
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be a function fomaml_gradient(model, theta, batch, ...), got {fn!r}")
-    for seed, steps in enumerate(_FOMAML_PROBLEMS):
-        model, batch = sinusoid_problem(seed)
-        ran = _call(fn, model, batch, inner_steps=steps)
+    seed = check_arguments(fn, _FOMAML_CALL, seed)
+    seeds = problem_seeds(seed, len(_FOMAML_PROBLEMS))
+    for problem_seed, (steps, loss_fn) in zip(seeds, _FOMAML_PROBLEMS, strict=True):
+        model, batch = sinusoid_problem(problem_seed)
+        expected, mistakes = _fomaml_answers(model, batch, steps, loss_fn)
+        ran = _call(fn, _FOMAML_CALL, model, batch, loss_fn=loss_fn, inner_steps=steps)
         if isinstance(ran, CheckResult):
             return ran
-        _, result = ran
-        expected, mistakes = _fomaml_answers(model, batch, steps)
+        theta, result = ran
         if not _close(result, expected):
             return _hint(
                 result,
@@ -240,6 +275,8 @@ def check_fomaml_gradient(fn: Callable[..., Params]) -> CheckResult:
                 f"the gradient differs from the first-order meta-gradient (inner_steps={steps}): "
                 "adapt each task from theta on its support set, then take the query-loss gradient at phi",
             )
+        if not same(theta, dict(model.named_parameters())):
+            return CheckResult.hint(_HINTS["grad_in_place"])
     return CheckResult.correct(
         "the gradient equals first-order MAML's, the query gradient at phi averaged over tasks "
         "(1 and 2 steps)"

@@ -1,10 +1,12 @@
 """Checker for the reader's own ``maml_loss`` (chapter 4).
 
 ``check_maml_loss(fn)`` runs ``fn(model, params, batch, *, loss_fn, inner_lr, inner_steps)``
-on three small float64 problems (an MLP and seeded sinusoid tasks: one inner step, two
-steps, and one step with another loss) and compares the value and the meta-gradient
-with ``mamlbook.maml_loss``. When they differ, it computes what the classic mistakes
-would give on the same problem and names the one that matches:
+on three small float64 problems drawn from ``seed`` (an MLP and sinusoid tasks: one
+inner step, two steps, and one step with another loss; seed 0, the default, gives the
+chapter's) and compares the value and the meta-gradient with ``mamlbook.maml_loss``,
+computed first. The function gets copies of the model, params and batch, and any
+exception or wrong type it gives becomes a hint. When the answers differ, it computes
+what the classic mistakes would give on the same problem and names the one that matches:
 
 - no ``create_graph`` (or an update hidden from autograd on a copy of theta): the
   value is right but the gradient is first-order MAML's;
@@ -17,7 +19,8 @@ would give on the same problem and names the one that matches:
   tasks here (every task has as many query points), so it is accepted;
 - task t adapted from task t-1's adapted parameters instead of from theta;
 - no adaptation at all, one inner step whatever ``inner_steps`` is, a fixed loss instead of
-  ``loss_fn``.
+  ``loss_fn``;
+- the batch or the model's own weights changed in place.
 """
 
 from __future__ import annotations
@@ -32,12 +35,14 @@ from torch.func import functional_call
 
 from ..reference import adapt_one_task, maml_loss
 from ..types import LossFn, Params, TaskBatch
-from ._problems import leaves, sinusoid_problem
+from ._problems import copied, describe, leaves, problem_seeds, same, sinusoid_problem
+from ._student import call_student, check_arguments
 from .result import CheckResult
 
 _INNER_LR = 0.05
 _PROBLEMS = ((1, F.mse_loss), (2, F.mse_loss), (1, F.huber_loss))  # (steps, loss_fn)
 _TOLERANCE = {"rtol": 1e-7, "atol": 1e-10}
+_CALL = "maml_loss(model, params, batch, loss_fn=..., inner_lr=..., inner_steps=...)"
 
 _HINTS = {
     "first_order": (
@@ -106,38 +111,61 @@ def _first_sentence(error: Exception) -> str:
     return str(error).split(". ")[0].rstrip(".")
 
 
-def _graph_error(error: RuntimeError) -> bool:
+def _graph_error(error: Exception) -> bool:
     """Whether autograd's message is about an in-place update or a missing graph."""
     text = str(error).lower()
-    return any(key in text for key in ("inplace", "in-place", "leaf variable", "does not require grad"))
+    return isinstance(error, RuntimeError) and any(
+        key in text for key in ("inplace", "in-place", "leaf variable", "does not require grad")
+    )
 
 
-def _run(fn: Callable[..., torch.Tensor], model, batch, loss_fn, steps):
-    """The student's value and meta-gradient, or a CheckResult hint when there is none."""
-    params = leaves(dict(model.named_parameters()))
-    theta, before = list(params.values()), [tensor.detach().clone() for tensor in params.values()]
-    call = "fn(model, params, batch, loss_fn=..., inner_lr=..., inner_steps=...)"
-    try:
-        value = fn(model, params, batch, loss_fn=loss_fn, inner_lr=_INNER_LR, inner_steps=steps)
-    except RuntimeError as error:
-        if _graph_error(error):
-            return CheckResult.hint(_HINTS["graph"].format(why=f"autograd raised {_first_sentence(error)!r}"))
-        return CheckResult.hint(f"{call} raised RuntimeError: {error}")
-    except Exception as error:  # any failure of the reader's code is the verdict
-        return CheckResult.hint(f"{call} raised {type(error).__name__}: {error}")
-    if any(not torch.equal(leaf.detach(), old) for leaf, old in zip(theta, before, strict=True)):
+def _explain(error: Exception) -> CheckResult | None:
+    """The hint for an autograd error about an in-place update or a missing graph, else None."""
+    if _graph_error(error):
+        return CheckResult.hint(_HINTS["graph"].format(why=f"autograd raised {_first_sentence(error)!r}"))
+    return None
+
+
+def _run(fn: Callable[..., torch.Tensor], model: nn.Module, params: Params, batch: TaskBatch, loss_fn, steps):
+    """The student's value and meta-gradient, from copies of the inputs, or a hint when there is none."""
+    model_copy, theta, batch_copy = copied((model, params, batch))
+    value, hint = call_student(
+        fn,
+        _CALL,
+        model_copy,
+        theta,
+        batch_copy,
+        loss_fn=loss_fn,
+        inner_lr=_INNER_LR,
+        inner_steps=steps,
+        explain=_explain,
+    )
+    if hint is not None:
+        return hint
+    if not same(theta, params):
         return CheckResult.hint(_HINTS["graph"].format(why="the function changed theta itself in place"))
+    if not same(batch_copy, batch):
+        return CheckResult.hint("the function changed the batch in place: leave its tensors alone")
+    if not same(model_copy, model):
+        return CheckResult.hint(
+            "the function changed the model's own weights: adapt new tensors, not the model"
+        )
     if not isinstance(value, torch.Tensor):
-        return CheckResult.hint(f"the function must return a scalar tensor, got {type(value).__name__}")
+        return CheckResult.hint(f"the function must return a scalar tensor, got {describe(value)}")
     if value.shape == (batch.num_tasks,):
         return CheckResult.hint("the function returns one loss per task: return their mean, a scalar")
     if value.dim() != 0:
         return CheckResult.hint(f"the function must return a scalar tensor, got shape {tuple(value.shape)}")
+    if value.dtype != torch.float64:
+        return CheckResult.hint(
+            f"the function returns a {value.dtype} tensor, expected float64 like params: "
+            "compute the loss from params without converting it"
+        )
     if not value.requires_grad:
         return CheckResult.hint(_HINTS["graph"].format(why="the loss does not require grad"))
     try:
-        grads = torch.autograd.grad(value, theta, allow_unused=True)
-    except RuntimeError as error:
+        grads = torch.autograd.grad(value, list(theta.values()), allow_unused=True)
+    except Exception as error:  # differentiating the reader's graph can fail in any way
         return CheckResult.hint(_HINTS["graph"].format(why=f"autograd raised {_first_sentence(error)!r}"))
     if any(grad is None or not bool(grad.any()) for grad in grads):
         return CheckResult.hint(_HINTS["graph"].format(why="no gradient reaches some tensors of params"))
@@ -157,15 +185,15 @@ def _gradient_is(grads: tuple[torch.Tensor, ...], loss: torch.Tensor, params: Pa
 def _diagnose(fn: Callable[..., torch.Tensor], seed: int, steps: int, loss_fn: LossFn) -> CheckResult | None:
     """None when ``fn`` agrees with ``maml_loss`` in value and gradient on one problem, else a hint."""
     model, batch = sinusoid_problem(seed)
-    ran = _run(fn, model, batch, loss_fn, steps)
-    if isinstance(ran, CheckResult):
-        return ran
-    value, grads = ran
     params = leaves(dict(model.named_parameters()))
     loss = functools.partial(
         maml_loss, model, params, batch, loss_fn=loss_fn, inner_lr=_INNER_LR, inner_steps=steps
     )
-    expected = loss()
+    expected = loss()  # the answer first, on the checker's own tensors
+    ran = _run(fn, model, params, batch, loss_fn, steps)
+    if isinstance(ran, CheckResult):
+        return ran
+    value, grads = ran
     if not _close(value, expected):
         mistakes = _mistakes(model, params, batch, loss_fn, steps)
         name = next((name for name, wrong in mistakes.items() if _close(value, wrong)), None)
@@ -185,7 +213,7 @@ def _diagnose(fn: Callable[..., torch.Tensor], seed: int, steps: int, loss_fn: L
     )
 
 
-def check_maml_loss(fn: Callable[..., torch.Tensor]) -> CheckResult:
+def check_maml_loss(fn: Callable[..., torch.Tensor], *, seed: int = 0) -> CheckResult:
     """Check a reader's ``maml_loss(model, params, batch, *, loss_fn, inner_lr, inner_steps)``.
 
     The function must return the mean query loss over the T tasks of ``batch``, each
@@ -197,14 +225,18 @@ def check_maml_loss(fn: Callable[..., torch.Tensor]) -> CheckResult:
 
     Args:
         fn: the function to check.
+        seed: chooses the networks' weights and the tasks; 0 gives the chapter's.
 
     Returns:
         The verdict, correct or a hint naming the mistake that explains the numbers.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or ``seed`` is not an integer.
+        ValueError: ``seed`` is negative or too large.
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be a function maml_loss(model, params, batch, ...), got {fn!r}")
-    for seed, (steps, loss_fn) in enumerate(_PROBLEMS):
-        hint = _diagnose(fn, seed, steps, loss_fn)
+    seed = check_arguments(fn, _CALL, seed)
+    for problem_seed, (steps, loss_fn) in zip(problem_seeds(seed, len(_PROBLEMS)), _PROBLEMS, strict=True):
+        hint = _diagnose(fn, problem_seed, steps, loss_fn)
         if hint is not None:
             return hint
     return CheckResult.correct(

@@ -2,9 +2,10 @@
 
 ``check_policy_gradient_step(fn)`` runs ``fn(policy, params, trajectories, *, inner_lr,
 discount)`` on a small float64 problem drawn from ``seed`` (0, the default, is the
-chapter's), on copies of the inputs, and compares the adapted parameters, and the
-gradient through them, with ``mamlbook.rl.PolicyGradientLoss`` and one step of
-``mamlbook.inner.adaptation``. When they differ, it names the classic mistake that
+chapter's), on copies of the inputs (the policy deep-copied), and compares the adapted
+parameters, and the gradient through them, with ``mamlbook.rl.PolicyGradientLoss`` and
+one step of ``mamlbook.inner.adaptation``, computed first. An exception, a wrong type or
+an in-place change becomes a hint. When they differ, it names the classic mistake that
 gives the same answer: no baseline, advantages not standardised, returns not
 discounted (or the default discount instead of the one given), a sum instead of a mean,
 a step up the surrogate, the inner gradient detached (first order) or the step cut
@@ -18,7 +19,6 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from .._checks import check_seed
 from ..inner import InnerLoop, adaptation, per_task
 from ..rl.policy import GaussianMLPPolicy
 from ..rl.policy_gradient import (
@@ -31,12 +31,14 @@ from ..rl.policy_gradient import (
 )
 from ..rl.sampling import Trajectories, sample_trajectories
 from ..types import Params
-from ._problems import leaves
+from ._problems import copied, leaves, params_hint, same
+from ._student import call_student, check_arguments
 from .reinforcement import _close, _masked_rewards
 from .result import CheckResult
 
 _INNER_LR = 0.1
 _STEP_DISCOUNT = 0.9  # not the default DISCOUNT, so that ignoring the argument shows
+_CALL = "policy_gradient_step(policy, params, trajectories, inner_lr=..., discount=...)"
 
 _STEP_HINTS = {
     "sign": (
@@ -152,40 +154,33 @@ def _gradient(adapted: Mapping[str, torch.Tensor], theta: Params, seed: int) -> 
     return None if any(grad is None for grad in grads) else list(grads)
 
 
-def _graph_error(error: Exception) -> bool:
+def _explain(error: Exception) -> CheckResult | None:
+    """The hint for autograd's error when the surrogate does not depend on params, else None."""
     text = str(error).lower()
-    return any(key in text for key in ("does not require grad", "not have been used in the graph"))
+    if any(key in text for key in ("does not require grad", "not have been used in the graph")):
+        return CheckResult.hint(
+            "the surrogate does not depend on params: compute the log-probabilities from params "
+            "(functional_call(policy, params, ...)), without detaching them"
+        )
+    return None
 
 
 def _step_call(fn: Callable, policy, params, episodes) -> tuple[Params, Params] | CheckResult:
-    """``(leaf params, the function's adapted params)`` on copies of the inputs, or a hint."""
-    theta = leaves(params)
-    given = Trajectories(*(tensor.clone() for tensor in episodes))
-    try:
-        result = fn(policy, theta, given, inner_lr=_INNER_LR, discount=_STEP_DISCOUNT)
-    except Exception as error:  # any failure of the reader's code is the verdict
-        if _graph_error(error):
-            return CheckResult.hint(
-                "the surrogate does not depend on params: compute the log-probabilities from params "
-                "(functional_call(policy, params, ...)), without detaching them"
-            )
-        return CheckResult.hint(
-            f"fn(policy, params, trajectories, ...) raised {type(error).__name__}: {error}"
-        )
-    changed = not all(torch.equal(theta[name].detach(), tensor) for name, tensor in params.items())
-    if changed or not all(torch.equal(a, b) for a, b in zip(given, episodes, strict=True)):
+    """``(the leaf params given, the function's adapted params)`` on copies of the inputs, or a hint."""
+    given = copied((policy, leaves(params), episodes))
+    result, hint = call_student(
+        fn, _CALL, *given, inner_lr=_INNER_LR, discount=_STEP_DISCOUNT, explain=_explain
+    )
+    if hint is not None:
+        return hint
+    if not same(given[1:], (params, episodes)):
         return CheckResult.hint("the function changed its inputs in place: return new tensors")
-    if not isinstance(result, Mapping) or set(result) != set(params):
-        return CheckResult.hint(f"return a dict keyed like params ({sorted(params)})")
-    for name, tensor in result.items():
-        if not isinstance(tensor, torch.Tensor):
-            return CheckResult.hint(f"result[{name!r}] must be a tensor, got {type(tensor).__name__}")
-        if tensor.shape != params[name].shape:
-            return CheckResult.hint(
-                f"result[{name!r}] has shape {tuple(tensor.shape)}, params' is {tuple(params[name].shape)}"
-                " (one task, no task dimension)"
-            )
-    return theta, dict(result)
+    if not same(given[0], policy):
+        return CheckResult.hint("the function changed the policy's own weights: return new tensors")
+    hint = params_hint(result, params, "params", shape_note=" (one task, no task dimension)")
+    if hint is not None:
+        return hint
+    return given[1], dict(result)
 
 
 def _check_step_values(
@@ -226,16 +221,16 @@ def check_policy_gradient_step(fn: Callable[..., Params], *, seed: int = 0) -> C
 
     Args:
         fn: the function to check.
-        seed: chooses the problem.
+        seed: chooses the policy's weights, the params and the episodes; 0 gives the chapter's.
 
     Returns:
         The verdict, correct or a hint that names the mistake explaining the numbers.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or ``seed`` is not an integer.
+        ValueError: ``seed`` is negative or too large.
     """
-    if not callable(fn):
-        raise TypeError(
-            f"fn must be a function policy_gradient_step(policy, params, trajectories, ...), got {fn!r}"
-        )
-    seed = check_seed("seed", seed)
+    seed = check_arguments(fn, _CALL, seed)
     policy, params, episodes = _step_problem(seed)
     theta = leaves(params)  # the reference, before the call
     loss = PolicyGradientLoss(policy, episodes, _STEP_DISCOUNT)
@@ -251,7 +246,7 @@ def check_policy_gradient_step(fn: Callable[..., Params], *, seed: int = 0) -> C
         return hint
     try:
         grads = _gradient(result, given, seed)
-    except RuntimeError as error:
+    except Exception as error:  # differentiating the reader's graph can fail in any way
         return CheckResult.hint(f"autograd cannot differentiate through the step: {error}")
     if grads is None:
         return CheckResult.hint(

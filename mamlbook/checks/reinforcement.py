@@ -1,10 +1,11 @@
 """Checkers for chapter 8: the reader's discounted returns and policy-gradient surrogate.
 
-Each checker runs the reader's function on small float64 problems drawn from ``seed``
-(0, the default, is the chapter's; a grader may pass another), on copies of the inputs,
-and compares it with the package's reference in ``mamlbook.rl``. When they differ, it
-computes what the classic mistakes would give on the same problem and names the one
-that matches:
+Each checker computes the answer first, with the package's reference in ``mamlbook.rl``,
+on small float64 problems drawn from ``seed`` (0, the default, is the chapter's; a
+grader may pass another), then runs the reader's function on copies of the inputs, so
+that an exception, a wrong type or an in-place change becomes a hint. When the answers
+differ, it computes what the classic mistakes would give on the same problem and names
+the one that matches:
 
 - ``check_discounted_returns``: no discount (the plain reward-to-go), the past
   discounted instead of the future, the episode's whole return at every step, the
@@ -22,12 +23,15 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from .._checks import check_seed
 from ..rl.policy_gradient import discounted_returns, surrogate
+from ._problems import as_float64, describe, problem_seeds, same
+from ._student import call_student, check_arguments
 from .result import CheckResult
 
 _TOLERANCE = {"rtol": 1e-6, "atol": 1e-9}
 _RETURNS_PROBLEMS = ((2, 3, 7, 0.9, False), (3, 4, 9, 0.8, True))  # (T, N, H, discount, padded)
+_RETURNS_CALL = "discounted_returns(rewards, discount)"
+_SURROGATE_CALL = "surrogate(log_probs, advantages, mask)"
 
 _RETURNS_HINTS = {
     "not_discounted": "the returns are not discounted: weight the reward k steps ahead by gamma ** k",
@@ -79,14 +83,6 @@ def _first_match(result: torch.Tensor, mistakes: Mapping[str, torch.Tensor]) -> 
     return next((name for name, wrong in mistakes.items() if _close(result, wrong)), None)
 
 
-def _as_tensor(value: object) -> torch.Tensor | None:
-    """``value`` (a tensor, an array or a nested list of numbers) as float64, or None."""
-    try:
-        return torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        return None
-
-
 def _masked_rewards(
     shape: tuple[int, int, int], generator: torch.Generator, *, padded: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,15 +121,14 @@ def _check_returns_problem(fn: Callable, seed: int, problem: tuple) -> CheckResu
     rewards, _ = _masked_rewards((num_tasks, num_episodes, horizon), generator, padded=padded)
     expected = discounted_returns(rewards, discount)  # before the call, on the original
     given = rewards.clone()
-    try:
-        returned = fn(given, discount)
-    except Exception as error:  # any failure of the reader's code is the verdict
-        return CheckResult.hint(f"fn(rewards, discount) raised {type(error).__name__}: {error}")
-    if not torch.equal(given, rewards):
+    returned, hint = call_student(fn, _RETURNS_CALL, given, discount)
+    if hint is not None:
+        return hint
+    if not same(given, rewards):
         return CheckResult.hint("the function changed rewards in place: compute the returns in a new tensor")
-    returns = _as_tensor(returned)
+    returns = as_float64(returned)
     if returns is None:
-        return CheckResult.hint(f"return a tensor of returns, got {type(returned).__name__}")
+        return CheckResult.hint(f"return a tensor of returns, got {describe(returned)}")
     if returns.shape != rewards.shape:
         if returns.shape == rewards.shape[:-1]:
             return CheckResult.hint(
@@ -167,16 +162,20 @@ def check_discounted_returns(fn: Callable[..., torch.Tensor], *, seed: int = 0) 
 
     Args:
         fn: the function to check.
-        seed: chooses the problems.
+        seed: chooses the problems; 0 gives the chapter's.
 
     Returns:
         The verdict, correct or a hint that names the mistake explaining the numbers.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or ``seed`` is not an integer.
+        ValueError: ``seed`` is negative or too large.
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be a function discounted_returns(rewards, discount), got {fn!r}")
-    seed = check_seed("seed", seed)
-    for offset, problem in enumerate(_RETURNS_PROBLEMS):
-        hint = _check_returns_problem(fn, seed + offset, problem)
+    seed = check_arguments(fn, _RETURNS_CALL, seed)
+    for problem_seed, problem in zip(
+        problem_seeds(seed, len(_RETURNS_PROBLEMS)), _RETURNS_PROBLEMS, strict=True
+    ):
+        hint = _check_returns_problem(fn, problem_seed, problem)
         if hint is not None:
             return hint
     return CheckResult.correct(
@@ -215,17 +214,17 @@ def _surrogate_call(
 ) -> tuple[torch.Tensor, torch.Tensor] | CheckResult:
     """``(leaf log_probs, the function's value)`` on copies of the inputs, or a hint."""
     given = (log_probs.clone().requires_grad_(), advantages.clone(), mask.clone())
-    try:
-        value = fn(*given)
-    except Exception as error:  # any failure of the reader's code is the verdict
-        return CheckResult.hint(f"fn(log_probs, advantages, mask) raised {type(error).__name__}: {error}")
-    if not all(
-        torch.equal(copy.detach(), kept)
-        for copy, kept in zip(given, (log_probs, advantages, mask), strict=True)
-    ):
+    value, hint = call_student(fn, _SURROGATE_CALL, *given)
+    if hint is not None:
+        return hint
+    if not same(given, (log_probs, advantages, mask)):
         return CheckResult.hint("the function changed its inputs in place: compute in new tensors")
     if not isinstance(value, torch.Tensor):
-        return CheckResult.hint(f"return a tensor, one surrogate per task, got {type(value).__name__}")
+        return CheckResult.hint(f"return a tensor, one surrogate per task, got {describe(value)}")
+    if not value.is_floating_point():
+        return CheckResult.hint(
+            f"return a tensor of real numbers, one surrogate per task, got dtype {value.dtype}"
+        )
     num_tasks = mask.shape[0]
     if value.dim() == 0:
         return CheckResult.hint(
@@ -264,7 +263,7 @@ def _check_surrogate_problem(fn: Callable, seed: int) -> CheckResult | None:
         return CheckResult.hint(detached)
     try:
         (grad,) = torch.autograd.grad(value.sum(), given, allow_unused=True)
-    except RuntimeError as error:
+    except Exception as error:  # differentiating the reader's graph can fail in any way
         return CheckResult.hint(f"autograd cannot differentiate the surrogates: {error}")
     if grad is None or not bool(grad.any()):
         return CheckResult.hint(detached)
@@ -287,16 +286,18 @@ def check_policy_gradient_surrogate(fn: Callable[..., torch.Tensor], *, seed: in
 
     Args:
         fn: the function to check.
-        seed: chooses the problems.
+        seed: chooses the problems; 0 gives the chapter's.
 
     Returns:
         The verdict, correct or a hint that names the mistake explaining the numbers.
+
+    Raises:
+        TypeError: ``fn`` is not callable, or ``seed`` is not an integer.
+        ValueError: ``seed`` is negative or too large.
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be a function surrogate(log_probs, advantages, mask), got {fn!r}")
-    seed = check_seed("seed", seed)
-    for offset in range(2):
-        hint = _check_surrogate_problem(fn, seed + offset)
+    seed = check_arguments(fn, _SURROGATE_CALL, seed)
+    for problem_seed in problem_seeds(seed, 2):
+        hint = _check_surrogate_problem(fn, problem_seed)
         if hint is not None:
             return hint
     return CheckResult.correct(
