@@ -1,6 +1,7 @@
 """Checkers for the book's exercises: call one on your own function to get a verdict.
 
-Each checker runs the function on small fixed problems, compares it with the
+Each checker runs the function on small problems drawn from its ``seed`` (0, the
+default, gives the chapter's; a grader may pick another), compares it with the
 package's reference implementation and returns a :class:`~mamlbook.checks.result.CheckResult`: correct, or a
 hint that names the likely mistake (for MAML: a missing ``create_graph``, adapting on
 the query set, an in-place update, a wrong sign, the wrong averaging axis, not
