@@ -11,6 +11,7 @@ starting each task from theta) without printing the solution.
 # Each chapter's checkers are re-exported below, one import line per chapter module,
 # beside the verdict they all return (``result``).
 from .autograd import check_sgd_step
+from .beyond_maml import check_anil_adaptation, check_meta_sgd_step, check_multi_step_loss
 from .first_order import check_fomaml_gradient, check_reptile_step
 from .gradient_descent import check_gradient_descent, check_linear_regression_gradient
 from .maml import check_maml_loss
@@ -21,6 +22,7 @@ from .tasks import check_fine_tune_scores, check_mean_and_ci95
 
 __all__ = [
     "CheckResult",
+    "check_anil_adaptation",
     "check_discounted_returns",
     "check_fine_tune_scores",
     "check_fomaml_gradient",
@@ -28,6 +30,8 @@ __all__ = [
     "check_linear_regression_gradient",
     "check_maml_loss",
     "check_mean_and_ci95",
+    "check_meta_sgd_step",
+    "check_multi_step_loss",
     "check_policy_gradient_step",
     "check_policy_gradient_surrogate",
     "check_reptile_step",
