@@ -313,3 +313,20 @@ def test_reports_hold_every_question_and_every_problem(tmp_path: Path):
     text = (tmp_path / "feedback" / "bob.md").read_text()
     assert text == feedback(assignment, grade)
     assert "Score: 2 / 3" in text and "the sign is reversed" in text and "ZeroDivisionError" in text
+
+
+def test_command_line_builds_every_chapter_and_reports_a_bad_bundle(tmp_path: Path, capsys):
+    from mamlbook.cli import main
+
+    assert main(["assignments", "build", "--book", str(BOOK), "--out", str(tmp_path / "built")]) == 0
+    built = sorted(path.stem for path in (tmp_path / "built" / "student").glob("*.ipynb"))
+    assert built == [path.stem for path in CHAPTERS]
+    assert sorted(path.name for path in (tmp_path / "built" / "autograder").iterdir()) == built
+    (tmp_path / "submissions").mkdir()
+    missing = ["assignments", "grade", str(tmp_path / "nowhere"), str(tmp_path / "submissions"), "--out", "x"]
+    assert main(missing) == 1
+    assert "no assignment.json" in capsys.readouterr().err
+    bundle = str(tmp_path / "built" / "autograder" / "02_autograd")
+    inside = ["assignments", "grade", bundle, str(tmp_path / "submissions"), "--out"]
+    assert main([*inside, str(tmp_path / "submissions" / "grades")]) == 1
+    assert "inside the submissions folder" in capsys.readouterr().err
