@@ -12,6 +12,7 @@ starting each task from theta) without printing the solution.
 # beside the verdict they all return (``result``).
 from .autograd import check_sgd_step
 from .beyond_maml import check_anil_adaptation, check_meta_sgd_step, check_multi_step_loss
+from .few_shot import check_accuracy, check_sample_episode
 from .first_order import check_fomaml_gradient, check_reptile_step
 from .gradient_descent import check_gradient_descent, check_linear_regression_gradient
 from .maml import check_maml_loss
@@ -22,6 +23,7 @@ from .tasks import check_fine_tune_scores, check_mean_and_ci95
 
 __all__ = [
     "CheckResult",
+    "check_accuracy",
     "check_anil_adaptation",
     "check_discounted_returns",
     "check_fine_tune_scores",
@@ -35,5 +37,6 @@ __all__ = [
     "check_policy_gradient_step",
     "check_policy_gradient_surrogate",
     "check_reptile_step",
+    "check_sample_episode",
     "check_sgd_step",
 ]
