@@ -3,7 +3,8 @@
 Builds the assignments from ``book/`` into a temporary folder, then grades, for every
 chapter with exercises, one submission: the chapter's own solutions (the bundle's
 ``solutions.ipynb``), one at a time, at the bundle's smoke parameters. Prints a Markdown
-table of the seconds and writes them as JSON.
+table of the seconds and writes them as JSON, and the table beside it (``.md``), which the
+book's Instructor's guide includes.
 
 Run from the repository root::
 
@@ -64,7 +65,7 @@ def table(times: dict[str, dict[str, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="write the times as JSON to this file")
+    parser.add_argument("--out", type=Path, help="write the times as JSON to this file, the table beside it")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         times = measure(Path(folder))
@@ -82,6 +83,7 @@ def main() -> None:
             "chapters": times,
         }
         args.out.write_text(json.dumps(record, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(table(times) + "\n")
 
 
 if __name__ == "__main__":

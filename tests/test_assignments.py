@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import inspect
 import json
+import re
 import time
 from pathlib import Path
 
@@ -330,3 +331,15 @@ def test_command_line_builds_every_chapter_and_reports_a_bad_bundle(tmp_path: Pa
     inside = ["assignments", "grade", bundle, str(tmp_path / "submissions"), "--out"]
     assert main([*inside, str(tmp_path / "submissions" / "grades")]) == 1
     assert "inside the submissions folder" in capsys.readouterr().err
+
+
+def test_the_instructors_guide_lists_every_graded_question():
+    rows = re.findall(
+        r"^\| \d \| ([\w-]+) \| `(\w+)` \| `(\w+)` \|$", (BOOK / "instructors.md").read_text(), re.M
+    )
+    found = [
+        (question.label, question.function, question.checker)
+        for path in CHAPTERS
+        for question in questions(nbformat.read(path, as_version=4))
+    ]
+    assert rows == found
