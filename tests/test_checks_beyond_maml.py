@@ -13,8 +13,8 @@ from torch.func import functional_call
 
 import mamlbook as mb
 from mamlbook.checks import check_anil_adaptation, check_meta_sgd_step, check_multi_step_loss
-from mamlbook.checks._problems import sinusoid_problem
-from mamlbook.checks.beyond_maml import _MULTI_STEP_PROBLEMS, _multi_step_mistakes, _step_weights
+from mamlbook.checks._problems import problem_seeds, sinusoid_problem
+from mamlbook.checks.multi_step_loss import _PROBLEMS, _mistakes, _step_weights
 
 
 def support_grads(model, phi, x, y, loss_fn, names, create_graph=True):
@@ -148,13 +148,13 @@ def test_check_anil_adaptation_accepts_a_correct_function(fn, checker_seed):
         (anil_one_step, "whatever inner_steps"),
         (anil_cross_entropy, "ignores loss_fn"),
         (anil_no_steps, "head is not adapted"),
-        (anil_head_only, "missing ['body.0.weight'"),
-        (anil_float32, "dtype torch.float64"),
+        (anil_head_only, "return a dict keyed like params"),
+        (anil_float32, "has dtype torch.float32"),
         (anil_changes_params, "changed its inputs in place (params['head.bias'])"),
         (anil_slightly_off, "compare your loop"),
         (raises_key_error, "raised KeyError"),
         (not_implemented, "write the function's body"),
-        (returns_none, "got NoneType"),
+        (returns_none, "got None"),
     ],
 )
 def test_check_anil_adaptation_names_a_mistake(fn, keyword, checker_seed):
@@ -258,7 +258,7 @@ def test_check_meta_sgd_step_accepts_a_correct_function(fn, checker_seed):
         (meta_sgd_cross_entropy, "ignores loss_fn"),
         (meta_sgd_no_step, "returned unchanged"),
         (meta_sgd_changes_rates, "changed its inputs in place (inner_lr['head.weight'])"),
-        (meta_sgd_returns_a_list, "got list"),
+        (meta_sgd_returns_a_list, "got a list"),
         (raises_key_error, "raised KeyError"),
         (not_implemented, "write the function's body"),
     ],
@@ -418,8 +418,8 @@ def test_check_multi_step_loss_accepts_a_correct_function(fn, checker_seed):
         (multi_step_mse, "ignores loss_fn"),
         (multi_step_wrong_sign, "sign"),
         (multi_step_per_step, "one scalar tensor"),
-        (multi_step_float, "got float"),
-        (multi_step_sorts_weights, "changed step_weights in place"),
+        (multi_step_float, "got a float"),
+        (multi_step_sorts_weights, "changed its inputs in place (step_weights)"),
         (multi_step_changes_batch, "changed its inputs in place (query_y)"),
         (raises_key_error, "raised KeyError"),
         (not_implemented, "write the function's body"),
@@ -432,11 +432,11 @@ def test_check_multi_step_loss_names_a_mistake(fn, keyword, checker_seed):
 
 
 def test_the_multi_step_mistakes_give_distinct_values(checker_seed):
-    for offset, (steps, loss_fn) in enumerate(_MULTI_STEP_PROBLEMS):
-        model, batch = sinusoid_problem(checker_seed + offset)
+    for seed, (steps, loss_fn) in zip(problem_seeds(checker_seed, len(_PROBLEMS)), _PROBLEMS, strict=True):
+        model, batch = sinusoid_problem(seed)
         theta = {name: tensor.detach() for name, tensor in model.named_parameters()}
-        weights = _step_weights(checker_seed + offset, steps)
-        values = _multi_step_mistakes(model, theta, batch, loss_fn, weights)
+        weights = _step_weights(seed, steps)
+        values = _mistakes(model, theta, batch, loss_fn, weights)
         values["correct"] = mb.maml_loss(
             model, theta, batch, loss_fn=loss_fn, inner_lr=0.03, inner_steps=steps, step_weights=weights
         )
@@ -472,3 +472,22 @@ def test_a_checker_leaves_the_global_generator_alone(checker, fn):
     state = torch.random.get_rng_state()
     checker(fn)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.parametrize(
+    ("checker", "fn"),
+    [
+        (check_anil_adaptation, anil_loop),
+        (check_meta_sgd_step, meta_sgd_loop),
+        (check_multi_step_loss, multi_step_loop),
+    ],
+)
+def test_a_checker_names_a_model_changed_in_place(checker, fn):
+    def shifts_the_model(model, *args, **kwargs):
+        with torch.no_grad():
+            next(model.parameters()).add_(0.25)
+        return fn(model, *args, **kwargs)
+
+    result = checker(shifts_the_model)
+    assert not result.passed
+    assert "changed its inputs in place (model)" in result.message

@@ -10,12 +10,14 @@ starting each task from theta) without printing the solution.
 
 # Each chapter's checkers are re-exported below, one import line per chapter module,
 # beside the verdict they all return (``result``).
+from .anil import check_anil_adaptation
 from .autograd import check_sgd_step
-from .beyond_maml import check_anil_adaptation, check_meta_sgd_step, check_multi_step_loss
 from .few_shot import check_accuracy, check_sample_episode
 from .first_order import check_fomaml_gradient, check_reptile_step
 from .gradient_descent import check_gradient_descent, check_linear_regression_gradient
 from .maml import check_maml_loss
+from .meta_sgd import check_meta_sgd_step
+from .multi_step_loss import check_multi_step_loss
 from .policy_gradient_step import check_policy_gradient_step
 from .reinforcement import check_discounted_returns, check_policy_gradient_surrogate
 from .result import CheckResult
