@@ -332,7 +332,7 @@ ACCURACY_MISTAKES = [
     (lambda logits, labels: (logits.argmax(-1) == labels).sum(-1) // labels.shape[1], "integer division"),
     (lambda logits, labels: (logits.argmax(-1) == labels).all(-1), "floating-point numbers, got torch.bool"),
     (lambda logits, labels: accuracy_vectorised(logits, labels).tolist(), "not a list"),
-    (lambda logits, labels: None, "got NoneType"),
+    (lambda logits, labels: None, "got None"),
     (accuracy_subtracts_the_max_in_place, "changed logits or labels in place"),
     (lambda logits, labels: logits.argmax(-1).eq(labels).mean(-1), "raised RuntimeError"),
 ]

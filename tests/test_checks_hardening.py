@@ -126,6 +126,34 @@ def policy_gradient_step_doubling_rewards(policy, params, trajectories, **settin
     return policy_gradient_step(policy, params, trajectories, **settings)
 
 
+def sample_episode(labels, n_way, k_shot, n_query, generator):
+    classes = labels.unique()
+    chosen = classes[torch.randperm(len(classes), generator=generator)[:n_way]]
+    images = [(labels == c).nonzero().squeeze(1) for c in chosen]
+    drawn = torch.stack([i[torch.randperm(len(i), generator=generator)[: k_shot + n_query]] for i in images])
+    y = torch.arange(n_way)  # drawn is (N, K + q): row y holds the images of label y
+    return (
+        drawn[:, :k_shot].flatten(),
+        y.repeat_interleave(k_shot),
+        drawn[:, k_shot:].flatten(),
+        y.repeat_interleave(n_query),
+    )
+
+
+def sample_episode_flipping_labels(labels, n_way, k_shot, n_query, generator):
+    labels.copy_(labels.flip(0))
+    return sample_episode(labels, n_way, k_shot, n_query, generator)
+
+
+def accuracy(logits, labels):
+    return (logits.argmax(-1) == labels).double().mean(-1)
+
+
+def accuracy_centring_logits(logits, labels):
+    logits.sub_(logits.mean(-1, keepdim=True))
+    return accuracy(logits, labels)
+
+
 def changing_the_model(correct: Callable) -> Callable:
     """``correct`` after shifting the model's (or the policy's) own first weight, its first argument."""
 
@@ -140,7 +168,7 @@ def changing_the_model(correct: Callable) -> Callable:
 class Checker(NamedTuple):
     check: Callable[..., CheckResult]
     correct: Callable
-    returns: str  # "array", "tensor", "pair" (of tensors) or "params" (a dict of tensors)
+    returns: str  # "array", "tensor", "pair" (a tuple of tensors) or "params" (a dict of tensors)
     mutating: tuple[Callable, ...]  # right answers computed from inputs changed in place
 
 
@@ -183,6 +211,10 @@ CHECKERS = {
     "policy_gradient_surrogate": Checker(
         mb.checks.check_policy_gradient_surrogate, mb.rl.surrogate, "tensor", (surrogate_doubling_advantages,)
     ),
+    "sample_episode": Checker(
+        mb.checks.check_sample_episode, sample_episode, "pair", (sample_episode_flipping_labels,)
+    ),
+    "accuracy": Checker(mb.checks.check_accuracy, accuracy, "tensor", (accuracy_centring_logits,)),
     "policy_gradient_step": Checker(
         mb.checks.check_policy_gradient_step,
         policy_gradient_step,

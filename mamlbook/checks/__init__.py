@@ -10,9 +10,10 @@ starting each task from theta) without printing the solution.
 
 # Each chapter's checkers are re-exported below, one import line per chapter module,
 # beside the verdict they all return (``result``).
+from .accuracy import check_accuracy
 from .anil import check_anil_adaptation
 from .autograd import check_sgd_step
-from .few_shot import check_accuracy, check_sample_episode
+from .episodes import check_sample_episode
 from .first_order import check_fomaml_gradient, check_reptile_step
 from .gradient_descent import check_gradient_descent, check_linear_regression_gradient
 from .maml import check_maml_loss
