@@ -1,10 +1,10 @@
-"""The ``mamlbook`` console command.
+"""The ``mamlbook`` console command::
 
     mamlbook reproduce {sinusoid,omniglot,navigation} --preset {paper,quick} --device {auto,cpu,cuda}
         [--seed N] [--inner-steps N] [--multi-step-loss-iterations N] --out FILE.json
 
 trains and evaluates as the paper did (``mamlbook.reproduce``), prints the results
-beside the paper's, and writes the whole record as JSON.
+beside the paper's, and writes the whole record as JSON::
 
     mamlbook assignments build [--book book] [--out _build/assignments]
     mamlbook assignments grade BUNDLE SUBMISSIONS --out DIR [--seed N] [--time-limit S] [--jobs N]

@@ -1,9 +1,10 @@
 """Assignments for instructors: student notebooks built from the chapters, and a grader.
 
-- :func:`build_assignments` writes, for each chapter with exercises, the student
-  notebook (solutions taken out by nbgrader, outputs cleared) and the autograder bundle.
-- :func:`grade_folder` executes a folder of submissions and writes the scores per
-  question (JSON and CSV) and each student's feedback.
+- :func:`~mamlbook.assignments.build.build_assignments` writes, for each chapter with
+  exercises, the student notebook (solutions taken out by nbgrader, outputs cleared) and
+  the autograder bundle.
+- :func:`~mamlbook.assignments.grading.grade_folder` executes a folder of submissions and
+  writes the scores per question (JSON and CSV) and each student's feedback.
 
 The command line is ``mamlbook assignments build`` and ``mamlbook assignments grade``; the
 book's page "Instructor's guide" walks through both. Needs the ``assignments`` extra

@@ -15,7 +15,7 @@ FORMAT = 1
 """The version of ``assignment.json``'s layout."""
 
 GRADING_SEED = 1
-"""The checkers' seed when grading: not the chapters' 0, so students meet problems they did not run."""
+"""The seed the checkers are called with when grading; not the chapters' 0, so students meet new problems."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -214,7 +214,7 @@ def grade_submission(
         executed_path: where to keep the executed notebook (not kept when None).
 
     Returns:
-        The grade: every question scored, and the problems met on the way.
+        Every question's score, and the problems met on the way.
     """
     started = time.perf_counter()
     notebook, problem = _read_submission(path)

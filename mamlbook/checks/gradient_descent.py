@@ -3,7 +3,7 @@
 Both are NumPy only. Each computes the exact answer of small problems drawn from
 ``seed`` (0, the default, gives the chapter's problems; a grader may pass another),
 then runs the reader's function on copies of the inputs through
-:func:`~mamlbook.checks._student.call_student`, so that an exception or a wrong type
+``call_student``, so that an exception or a wrong type
 becomes a hint. When the answers differ, it computes what the classic mistakes would
 give on the same problem and names the one that matches:
 
