@@ -237,6 +237,9 @@ def test_submissions_are_files_or_folders_named_after_the_student(tmp_path: Path
     ]
     with pytest.raises(NotADirectoryError):
         find_submissions(tmp_path / "alice.ipynb", "02_autograd.ipynb")
+    (tmp_path / "alice").mkdir()
+    with pytest.raises(ValueError, match=r"several entries for \['alice'\]"):
+        find_submissions(tmp_path, "02_autograd.ipynb")
 
 
 @pytest.mark.parametrize("content", [b"not json at all", b'{"cells": 3}', b"\x89PNG\r\n\x1a\n"])

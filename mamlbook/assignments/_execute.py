@@ -48,8 +48,10 @@ def main(spec_path: str) -> int:
 
     with open(spec_path) as file:
         spec = json.load(file)
-    signal.signal(signal.SIGALRM, _expire)
-    signal.setitimer(signal.ITIMER_REAL, spec["time_limit_s"])
+    timed = hasattr(signal, "SIGALRM")  # elsewhere (Windows) the grader's own limit stops the run
+    if timed:
+        signal.signal(signal.SIGALRM, _expire)
+        signal.setitimer(signal.ITIMER_REAL, spec["time_limit_s"])
     try:
         papermill.execute_notebook(
             spec["input"],
@@ -70,7 +72,8 @@ def main(spec_path: str) -> int:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return FAILED
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     return RAN
 
 

@@ -87,6 +87,7 @@ def find_submissions(folder: Path, notebook_name: str) -> list[tuple[str, Path]]
 
     Raises:
         NotADirectoryError: ``folder`` is not a folder.
+        ValueError: two entries name the same student.
     """
     if not folder.is_dir():
         raise NotADirectoryError(f"submissions: {folder} is not a folder")
@@ -102,6 +103,12 @@ def find_submissions(folder: Path, notebook_name: str) -> list[tuple[str, Path]]
             )
         else:
             found.append((entry.stem, entry))
+    students = [student for student, _ in found]
+    repeated = sorted({student for student in students if students.count(student) > 1})
+    if repeated:
+        raise ValueError(
+            f"submissions: several entries for {repeated} (e.g. alice.ipynb and alice/); keep one each"
+        )
     return found
 
 
