@@ -115,7 +115,15 @@ def build_chapter(chapter_path: Path, out: Path, *, parameter_sets: Path | None 
         ValueError: the chapter's solutions or graded questions are malformed.
     """
     chapter = nbformat.read(chapter_path, as_version=4)
-    parameter_sets = parameter_sets or chapter_path.parent / "parameters.yml"
+    return _write_chapter(
+        chapter_path, chapter, out, parameter_sets or chapter_path.parent / "parameters.yml"
+    )
+
+
+def _write_chapter(
+    chapter_path: Path, chapter: nbformat.NotebookNode, out: Path, parameter_sets: Path
+) -> Assignment:
+    """:func:`build_chapter` on a chapter already read."""
     assignment = Assignment(
         chapter=chapter_path.stem,
         notebook=chapter_path.name,
@@ -145,9 +153,9 @@ def build_assignments(book: Path, out: Path) -> list[Assignment]:
     Raises:
         ValueError: ``book`` holds no notebook with exercises.
     """
-    chapters = [
-        path for path in sorted(book.glob("*.ipynb")) if has_exercises(nbformat.read(path, as_version=4))
-    ]
+    notebooks = {path: nbformat.read(path, as_version=4) for path in sorted(book.glob("*.ipynb"))}
+    chapters = {path: notebook for path, notebook in notebooks.items() if has_exercises(notebook)}
     if not chapters:
         raise ValueError(f"book: no notebook with exercises in {book}")
-    return [build_chapter(path, out) for path in chapters]
+    parameter_sets = book / "parameters.yml"
+    return [_write_chapter(path, chapter, out, parameter_sets) for path, chapter in chapters.items()]

@@ -186,7 +186,7 @@ def _running_cell(executed: nbformat.NotebookNode) -> str:
     return f" in the cell starting {_first_line(started[-1].source)!r}"
 
 
-def _execute_submission(spec: dict[str, Any], work: Path, limit_s: float) -> tuple[int, str]:
+def _execute_submission(spec: dict[str, Any], work: Path) -> tuple[int, str]:
     """Run the executor process on ``spec``; its exit status and the last line of its stderr."""
     spec_path = work / "spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -199,7 +199,7 @@ def _execute_submission(spec: dict[str, Any], work: Path, limit_s: float) -> tup
         env=environment,
     )
     try:
-        _, stderr = process.communicate(timeout=limit_s + _BACKSTOP_S)
+        _, stderr = process.communicate(timeout=spec["time_limit_s"] + _BACKSTOP_S)
     except subprocess.TimeoutExpired:
         _execute.kill_descendants(process.pid)
         process.kill()
@@ -242,7 +242,7 @@ def grade_submission(
                 "time_limit_s": assignment.time_limit_s,
                 "cell_time_limit_s": assignment.cell_time_limit_s,
             }
-            status, error = _execute_submission(spec, work, assignment.time_limit_s)
+            status, error = _execute_submission(spec, work)
             executed = nbformat.read(output, as_version=4) if output.is_file() else None
             if executed is not None:
                 problems += _cell_problems(executed, assignment)
