@@ -12,7 +12,8 @@ The core API, re-exported here:
 
 Submodules: ``inner`` (the inner loop), ``meta`` (MAML), ``reference`` (the same as a
 plain loop), ``backends`` and ``fast`` (faster ways to compute it), ``tasks``,
-``models``, ``gradcheck``, ``outer`` (the outer optimiser), ``errors``, and, loaded on
+``models``, ``gradcheck``, ``outer`` (the outer optimiser), ``distributed`` (meta-batches
+shared by several processes), ``errors``, and, loaded on
 first use (they import more, matplotlib for one), ``data`` (Omniglot), ``plotting``,
 ``checks``, ``baselines``, ``reptile``, ``profiling``, ``analysis``, ``reproduce``,
 ``rl`` (reinforcement learning, chapter 8) and ``assignments`` (student notebooks and a
@@ -22,7 +23,7 @@ Importing the package changes no global state.
 
 import importlib
 
-from . import backends, errors, fast, gradcheck, inner, meta, models, outer, reference, tasks
+from . import backends, distributed, errors, fast, gradcheck, inner, meta, models, outer, reference, tasks
 from ._checks import allow_broadcasting
 from .checkpoint import load_params, save_params
 from .errors import NonFiniteLossError
@@ -73,6 +74,7 @@ __all__ = [
     "adapt_tasks",
     "allow_broadcasting",
     "backends",
+    "distributed",
     "errors",
     "evaluate",
     "fast",

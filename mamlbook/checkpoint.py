@@ -91,3 +91,55 @@ def load_params(
                     f"{tensor.dtype}; convert the model (model.to({state[name].dtype})) or the loaded tensors"
                 )
     return state
+
+
+TRAINING_FORMAT = "mamlbook training checkpoint 1"
+"""The ``format`` entry of a training checkpoint, changed whenever its layout changes."""
+
+
+def save_training_state(path: Path, state: dict[str, object]) -> None:
+    """Write a training checkpoint (``mamlbook.training.outer_loop``'s state) atomically.
+
+    A run killed while it writes leaves the previous checkpoint in place, never a
+    half-written one.
+    """
+    write_atomically(path, functools.partial(torch.save, {"format": TRAINING_FORMAT, **state}))
+
+
+def load_training_state(path: Path, *, learner: str, config: dict[str, object]) -> dict[str, object]:
+    """Read a training checkpoint written by ``save_training_state`` for this run.
+
+    Args:
+        path: the file.
+        learner: the training it must come from (``"meta-training"``, ``"Reptile"``).
+        config: the run's configuration, as ``dataclasses.asdict`` gives it; the
+            checkpoint's must be the same except for ``iterations``, which a resumed run
+            may raise.
+
+    Raises:
+        ValueError: the file is not such a checkpoint, or comes from another run.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a training checkpoint ({error})") from error
+    if not isinstance(state, dict) or state.get("format") != TRAINING_FORMAT:
+        raise ValueError(f"checkpoint: {str(path)!r} is not a training checkpoint of this mamlbook version")
+    if state["learner"] != learner:
+        raise ValueError(f"checkpoint: {str(path)!r} comes from {state['learner']}, not from {learner}")
+    differences = [
+        f"{name} {state['config'].get(name)!r} (now {value!r})"
+        for name, value in config.items()
+        if name != "iterations" and state["config"].get(name) != value
+    ]
+    if differences:
+        raise ValueError(
+            f"checkpoint: {str(path)!r} comes from a run with other settings: {', '.join(differences)}; "
+            "give another checkpoint path to start a new run"
+        )
+    if state["iteration"] > config["iterations"]:
+        raise ValueError(
+            f"checkpoint: {str(path)!r} is at meta-iteration {state['iteration']}, past the "
+            f"{config['iterations']} iterations asked for"
+        )
+    return state

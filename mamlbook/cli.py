@@ -4,7 +4,8 @@
         [--seed N] [--inner-steps N] [--multi-step-loss-iterations N] --out FILE.json
 
 trains and evaluates as the paper did (``mamlbook.reproduce``), prints the results
-beside the paper's, and writes the whole record as JSON::
+beside the paper's, and writes the whole record as JSON. Under ``torchrun`` the
+meta-batches are shared by the processes and rank 0 alone prints and writes::
 
     mamlbook assignments build [--book book] [--out _build/assignments]
     mamlbook assignments grade BUNDLE SUBMISSIONS --out DIR [--seed N] [--time-limit S] [--jobs N]
@@ -26,6 +27,7 @@ from pathlib import Path
 from ._checks import MAX_SEED
 from ._files import check_replaceable, write_atomically
 from .data.omniglot import OmniglotDownloadError
+from .distributed import launch_rank
 from .reproduce import EXPERIMENTS, PRESETS, format_record, reproduce
 
 
@@ -177,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "assignments":
         return _assignments(args)
+    writes = launch_rank() == 0  # under torchrun, rank 0 alone prints and writes
     problem = None if args.out is None else _out_problem(args.out)
     if problem is not None:
         print(f"mamlbook: --out: {problem}", file=sys.stderr)
@@ -189,12 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             inner_steps=args.inner_steps,
             multi_step_loss_iterations=args.multi_step_loss_iterations,
-            progress=not args.no_progress,
+            progress=not args.no_progress and writes,
             omniglot_root=args.omniglot_root,
         )
     except (ValueError, FileNotFoundError, OmniglotDownloadError) as error:
         print(f"mamlbook: {error}", file=sys.stderr)
         return 1
+    if not writes:
+        return 0
     print(format_record(record))
     if args.out is not None:
         text = json.dumps(record, indent=2) + "\n"

@@ -86,6 +86,22 @@ class OuterAdam:
         for tensor in self.params:
             tensor.grad = None
 
+    def state_dict(self) -> dict[str, list]:
+        """n, m and v of each tensor, for a checkpoint."""
+        return {"steps": list(self.steps), "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, list]) -> None:
+        """Take n, m and v from ``state_dict()``'s output, copied onto each tensor's device."""
+        if len(state["steps"]) != len(self.params):
+            raise ValueError(
+                f"state holds moments of {len(state['steps'])} tensors, the optimiser has {len(self.params)}"
+            )
+        self.steps = list(state["steps"])
+        saved = [*state["exp_avg"], *state["exp_avg_sq"]]
+        for mine, theirs in zip([*self.exp_avg, *self.exp_avg_sq], saved, strict=True):
+            mine.copy_(theirs)
+
     @torch.no_grad()
     def step(self) -> None:
         """One Adam step on every tensor that has a gradient."""

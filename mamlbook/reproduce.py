@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed
 import torch.nn.functional as F
 
 from . import __version__
@@ -514,7 +515,7 @@ def _t_quantile(probability: float, degrees: int) -> float:
 
 
 def environment(device: torch.device) -> dict[str, object]:
-    """The versions and the machine behind a record."""
+    """The versions and the machine behind a record, and the number of processes that trained."""
     return {
         "mamlbook": __version__,
         "torch": torch.__version__,
@@ -522,6 +523,7 @@ def environment(device: torch.device) -> dict[str, object]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
+        "processes": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
 

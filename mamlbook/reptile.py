@@ -13,9 +13,12 @@ needed: the difference phi_t - theta itself plays the part of a (negative) gradi
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.distributed import ProcessGroup
 
 from ._checks import (
     check_bool,
@@ -31,9 +34,10 @@ from ._checks import (
     params_dtype,
 )
 from .backends import Backend, Problem, choose_backend
-from .errors import raise_if_not_finite
+from .distributed import local_device, resolve_ranks
+from .errors import NonFiniteLossError, raise_if_not_finite
 from .inner import InnerLoop, adaptation, per_task
-from .training import MetaTrainConfig, TrainingHistory, outer_loop, resolve_device
+from .training import Checkpointing, MetaTrainConfig, TrainingHistory, outer_loop, resolve_device
 from .types import LossFn, Params, TaskBatch, TaskSampler
 
 
@@ -135,6 +139,23 @@ def reptile_step(
     outer_step_size = check_positive_float("outer_step_size", outer_step_size)
     include_query = check_bool("include_query", include_query)
     batch = check_task_batch(batch, device=params_device(params), dtype=params_dtype(params))
+    direction, query_loss = _reptile_direction(model, params, batch, loss_fn, loop, include_query, backend)
+    with torch.no_grad():
+        for name, tensor in params.items():
+            tensor += outer_step_size * direction[name]
+    return query_loss
+
+
+def _reptile_direction(
+    model: nn.Module,
+    params: Params,
+    batch: TaskBatch,
+    loss_fn: LossFn,
+    loop: InnerLoop,
+    include_query: bool,
+    backend: str | Backend,
+) -> tuple[Params, torch.Tensor]:
+    """mean_t (phi_t - theta) over the batch's tasks, and the mean query loss of the phi_t."""
     x, y = batch.support_x, batch.support_y
     if include_query:
         x, y = torch.cat([x, batch.query_x], dim=1), torch.cat([y, batch.query_y], dim=1)  # (T, K + Q, ...)
@@ -154,9 +175,8 @@ def reptile_step(
             final_what="query loss",
             query_sets=(batch.query_x, batch.query_y),
         )
-        for name, tensor in params.items():
-            tensor += outer_step_size * (adapted[name] - theta[name]).mean(dim=0)
-    return query_losses.mean()
+        direction = {name: (adapted[name] - theta[name]).mean(dim=0) for name in theta}
+    return direction, query_losses.mean()
 
 
 def reptile_train(
@@ -167,11 +187,16 @@ def reptile_train(
     loss_fn: LossFn,
     device: str | torch.device = "auto",
     progress: bool = True,
+    process_group: str | ProcessGroup | None = "auto",
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
 ) -> TrainingHistory:
     """Meta-train the parameters of ``model`` in place with Reptile.
 
     Each iteration samples ``config.meta_batch_size`` tasks and takes one
-    ``reptile_step``. The model is moved to ``device``.
+    ``reptile_step``. The model is moved to ``device``. With several processes, each
+    adapts its share of the tasks and the mean of phi_t - theta is averaged over them
+    before the step, as ``meta_train`` averages meta-gradients.
 
     Args:
         model: the network whose parameters are theta.
@@ -179,7 +204,8 @@ def reptile_train(
         config: the hyperparameters.
         loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
         device: ``"auto"`` (CUDA where available), ``"cpu"``, ``"cuda"``, ...
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (on rank 0 alone).
+        process_group, checkpoint, checkpoint_every: as for ``meta_train``.
 
     Returns:
         The query loss after adaptation at each iteration, the wall time and the device.
@@ -189,22 +215,58 @@ def reptile_train(
     check_model(model)
     check_loss_fn(loss_fn)
     device = resolve_device(device)
+    ranks = resolve_ranks(process_group, device=device)
+    device = local_device(device, ranks)
     model.to(device)
     params = dict(model.named_parameters())
+    theta = list(params.values())
+    ranks.broadcast_(theta)
+    loop = InnerLoop.of(params, inner_lr=config.inner_lr, inner_steps=config.inner_steps, first_order=True)
 
-    def step(batch: TaskBatch, iteration: int) -> torch.Tensor:
-        return reptile_step(
-            model,
-            params,
-            batch,
-            loss_fn=loss_fn,
-            inner_lr=config.inner_lr,
-            inner_steps=config.inner_steps,
-            outer_step_size=config.outer_step_size,
-            include_query=config.include_query,
+    def step(share: TaskBatch, iteration: int) -> torch.Tensor:
+        direction, loss, failure = None, None, None
+        try:
+            share = check_task_batch(share, device=params_device(params), dtype=params_dtype(params))
+            direction, loss = _reptile_direction(
+                model, params, share, loss_fn, loop, config.include_query, backend="auto"
+            )
+        except NonFiniteLossError as error:
+            failure = error
+        mean_direction, loss = ranks.task_weighted_sum(
+            list(direction.values()) if direction else [None] * len(theta),
+            loss,
+            like=theta,
+            share_tasks=share.num_tasks,
+            num_tasks=config.meta_batch_size,
+            failure=failure,
         )
+        with torch.no_grad():
+            for tensor, change in zip(theta, mean_direction, strict=True):
+                tensor += config.outer_step_size * change
+        return loss
 
-    history = outer_loop(step, sample_tasks, config, device=device, progress=progress, description="Reptile")
+    def state() -> dict[str, object]:
+        return {"params": params}
+
+    @torch.no_grad()
+    def restore(saved: dict[str, object]) -> None:
+        check_params(model, saved["params"])
+        for name, tensor in params.items():
+            tensor.copy_(saved["params"][name])
+
+    saving = None
+    if checkpoint is not None:
+        saving = Checkpointing(Path(checkpoint), checkpoint_every, state, restore)
+    history = outer_loop(
+        step,
+        sample_tasks,
+        config,
+        device=device,
+        progress=progress,
+        description="Reptile",
+        ranks=ranks,
+        checkpoint=saving,
+    )
     inner_loop = InnerLoop.of(
         params, inner_lr=config.inner_lr, inner_steps=config.inner_steps, first_order=True
     )

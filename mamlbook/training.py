@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
+from torch.distributed import ProcessGroup
 from tqdm import tqdm
 
 from ._checks import (
@@ -17,9 +20,13 @@ from ._checks import (
     check_loss_fn,
     check_model,
     check_nonnegative_float,
+    check_params,
     check_positive_float,
     check_seed,
 )
+from ._files import check_replaceable
+from .checkpoint import load_training_state, save_training_state
+from .distributed import Ranks, local_device, resolve_ranks
 from .errors import NonFiniteLossError
 from .inner import InnerLoop
 from .meta import maml_loss
@@ -184,9 +191,11 @@ def learned_inner_rates(
             name: torch.full_like(params[name], config.inner_lr, requires_grad=True) for name in adapted_names
         }
         return rates, dict
-    device = next(iter(params.values())).device
+    like = next(iter(params.values()))
     rates = {
-        name: torch.full((config.inner_steps,), config.inner_lr, device=device, requires_grad=True)
+        name: torch.full(
+            (config.inner_steps,), config.inner_lr, dtype=like.dtype, device=like.device, requires_grad=True
+        )
         for name in adapted_names
     }
     return rates, lambda rates: [
@@ -202,12 +211,21 @@ def meta_train(
     loss_fn: LossFn,
     device: str | torch.device = "auto",
     progress: bool = True,
+    process_group: str | ProcessGroup | None = "auto",
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
 ) -> TrainingHistory:
     """Meta-train the parameters of ``model`` in place with MAML (or a successor) and Adam.
 
     Each iteration samples ``config.meta_batch_size`` tasks, computes ``maml_loss`` and
     takes one Adam step (``mamlbook.outer.OuterAdam``) on the model's parameters and
-    on any learned inner rates. The model is moved to ``device``.
+    on any learned inner rates. The model is moved to ``device``. Afterwards each
+    parameter's ``grad`` holds the last meta-iteration's meta-gradient.
+
+    Under ``torchrun`` (or with a process group), each process computes the
+    meta-gradient of its share of every meta-batch and the shares are averaged before
+    the one Adam step, so that every process holds the same theta: the same numbers,
+    to rounding, as one process (``mamlbook.distributed``; the appendix "Scaling out").
 
     Args:
         model: the network whose parameters are theta.
@@ -215,45 +233,77 @@ def meta_train(
             shot counts than a sampler's defaults, use ``functools.partial``.
         config: the hyperparameters.
         loss_fn: ``loss_fn(prediction, target) -> scalar`` for one task.
-        device: ``"auto"`` (CUDA where available), ``"cpu"``, ``"cuda"``, ...
-        progress: show a tqdm progress bar.
+        device: ``"auto"`` (CUDA where available), ``"cpu"``, ``"cuda"``, ...; with
+            several processes on one machine, ``cuda`` is each one's ``cuda:LOCAL_RANK``.
+        progress: show a tqdm progress bar (on rank 0 alone).
+        process_group: ``"auto"``: share the meta-batches with the processes of the
+            default group, which is started here when ``torchrun`` launched several;
+            a ``torch.distributed.ProcessGroup``: with its processes; None: compute
+            every task in this process.
+        checkpoint: a file that rank 0 writes every ``checkpoint_every`` iterations and
+            at the end (atomically: theta, learned rates, Adam's moments, the task
+            generator, the history); when it exists, training resumes from it, with any
+            number of processes. None: no checkpoint.
+        checkpoint_every: meta-iterations between checkpoints, >= 1.
 
     Returns:
         The history of meta-losses, the wall time, the device and the inner rate to
         adapt with (learned, if ``config.learned_inner_lr``).
+
+    Raises:
+        NonFiniteLossError: a loss or the meta-gradient became NaN or infinite, in any
+            process: every process raises it, theta kept as before that iteration.
+        DistributedError: another process died or stopped answering.
     """
     if not isinstance(config, MetaTrainConfig):
         raise TypeError(f"config must be a MetaTrainConfig, got {type(config).__name__}")
     check_model(model)
     check_loss_fn(loss_fn)
     device = resolve_device(device)
+    ranks = resolve_ranks(process_group, device=device)
+    device = local_device(device, ranks)
     model.to(device)
     params = dict(model.named_parameters())
     rates, as_inner_lr = learned_inner_rates(params, config)
     trainable = [*params.values(), *rates.values()]
     optimizer = OuterAdam(trainable, lr=config.outer_lr)
+    ranks.broadcast_(trainable)
 
-    def adam_step(batch: TaskBatch, iteration: int) -> torch.Tensor:
+    def adam_step(share: TaskBatch, iteration: int) -> torch.Tensor:
         step_weights = None
         if iteration < config.multi_step_loss_iterations:
             step_weights = multi_step_weights(
                 config.inner_steps, iteration, config.multi_step_loss_iterations
             )
-        loss = maml_loss(
-            model,
-            params,
-            batch,
-            loss_fn=loss_fn,
-            inner_lr=as_inner_lr(rates),
-            inner_steps=config.inner_steps,
-            first_order=config.first_order or iteration < config.first_order_iterations,
-            adapt_only=config.adapt_only,
-            step_weights=step_weights,
-        )
         optimizer.zero_grad()
-        loss.backward()
-        grads = [tensor.grad for tensor in trainable if tensor.grad is not None]
-        if grads and not bool(torch.stack([torch.isfinite(grad).all() for grad in grads]).all()):
+        loss, failure = None, None
+        try:
+            loss = maml_loss(
+                model,
+                params,
+                share,
+                loss_fn=loss_fn,
+                inner_lr=as_inner_lr(rates),
+                inner_steps=config.inner_steps,
+                first_order=config.first_order or iteration < config.first_order_iterations,
+                adapt_only=config.adapt_only,
+                step_weights=step_weights,
+            )
+            loss.backward()
+        except NonFiniteLossError as error:
+            failure = error
+        grads, loss = ranks.task_weighted_sum(
+            [tensor.grad for tensor in trainable],
+            loss,
+            like=trainable,
+            share_tasks=share.num_tasks,
+            num_tasks=config.meta_batch_size,
+            failure=failure,
+        )
+        for tensor, grad in zip(trainable, grads, strict=True):
+            tensor.grad = grad
+        present = [grad for grad in grads if grad is not None]
+        if present and not bool(torch.stack([torch.isfinite(grad).all() for grad in present]).all()):
             raise NonFiniteLossError(
                 f"the meta-loss is finite ({loss.item():.4g}) but its gradient is not, so theta was not "
                 "updated: look in loss_fn and the model for a function with an infinite derivative "
@@ -262,8 +312,29 @@ def meta_train(
         optimizer.step()
         return loss.detach()
 
+    def state() -> dict[str, object]:
+        return {"params": params, "rates": rates, "optimizer": optimizer.state_dict()}
+
+    @torch.no_grad()
+    def restore(saved: dict[str, object]) -> None:
+        check_params(model, saved["params"])
+        for tensors, saved_tensors in ((params, saved["params"]), (rates, saved["rates"])):
+            for name, tensor in tensors.items():
+                tensor.copy_(saved_tensors[name])
+        optimizer.load_state_dict(saved["optimizer"])
+
+    saving = None
+    if checkpoint is not None:
+        saving = Checkpointing(Path(checkpoint), checkpoint_every, state, restore)
     history = outer_loop(
-        adam_step, sample_tasks, config, device=device, progress=progress, description="meta-training"
+        adam_step,
+        sample_tasks,
+        config,
+        device=device,
+        progress=progress,
+        description="meta-training",
+        ranks=ranks,
+        checkpoint=saving,
     )
     learned = as_inner_lr({name: rate.detach().clone() for name, rate in rates.items()})
     inner_loop = InnerLoop.of(
@@ -276,6 +347,22 @@ def meta_train(
     return history._replace(inner_lr=learned, inner_loop=inner_loop)
 
 
+class Checkpointing(NamedTuple):
+    """How ``outer_loop`` saves and resumes a training run.
+
+    Attributes:
+        path: the checkpoint file.
+        every: meta-iterations between two checkpoints, >= 1.
+        state: ``state()`` gives the learner's tensors to save (theta, rates, moments).
+        restore: ``restore(saved)`` puts what ``state()`` gave back in place.
+    """
+
+    path: Path
+    every: int
+    state: Callable[[], dict[str, object]]
+    restore: Callable[[dict[str, object]], None]
+
+
 def outer_loop(
     meta_step: Callable[[TaskBatch, int], torch.Tensor],
     sample_tasks: TaskSampler,
@@ -284,16 +371,22 @@ def outer_loop(
     device: torch.device,
     progress: bool,
     description: str,
+    ranks: Ranks,
+    checkpoint: Checkpointing | None = None,
 ) -> TrainingHistory:
     """The loop shared by the meta-learners: sample T tasks, take one meta-step, record.
 
     Args:
-        meta_step: ``meta_step(batch, iteration)`` updates theta from one batch and
-            returns its (detached) meta-loss.
+        meta_step: ``meta_step(share, iteration)`` updates theta from this process's
+            share of the batch (all of it when alone) and returns the (detached)
+            meta-loss of the whole batch.
         sample_tasks: ``sample_tasks(num_tasks, *, generator) -> TaskBatch``, drawn from
-            a generator seeded with ``config.seed`` and moved to ``device``.
+            a generator seeded with ``config.seed``; every process draws the whole batch
+            and moves its share to ``device``.
         config: how many meta-steps (``iterations``), of how many tasks (``meta_batch_size``).
         progress, description: the tqdm progress bar and its label.
+        ranks: the processes that share each batch.
+        checkpoint: where and how often to save, and how to resume; None: never.
 
     Returns:
         The meta-loss of each iteration, the wall time and the device; ``inner_lr`` and
@@ -304,24 +397,68 @@ def outer_loop(
         raise TypeError(
             f"sample_tasks must be callable as sample_tasks(num_tasks, *, generator), got {sample_tasks!r}"
         )
+    if ranks.world_size > config.meta_batch_size:
+        raise ValueError(
+            f"meta_batch_size ({config.meta_batch_size}) must be at least the number of processes "
+            f"({ranks.world_size}), so that each computes at least one task"
+        )
     generator = torch.Generator().manual_seed(config.seed)
     meta_losses = torch.empty(config.iterations, device=device)
+    first, seconds_before = 0, 0.0
+    if checkpoint is not None:
+        check_int("checkpoint_every", checkpoint.every, minimum=1)
+        saved = ranks.from_writer(lambda: _read_checkpoint(checkpoint.path, description, config))
+        if saved is not None:
+            checkpoint.restore(saved["learner_state"])
+            generator.set_state(saved["generator"])
+            first, seconds_before = saved["iteration"], saved["seconds"]
+            meta_losses[:first] = saved["meta_losses"].to(device)
+    share = ranks.share(config.meta_batch_size)
     report_every = max(1, config.iterations // 100)
-    start = time.perf_counter()
-    with tqdm(range(config.iterations), desc=description, disable=not progress) as bar:
+    start = time.perf_counter() - seconds_before
+    show = progress and ranks.writes
+    with tqdm(range(first, config.iterations), desc=description, disable=not show, initial=first) as bar:
         for iteration in bar:
             batch = sample_tasks(config.meta_batch_size, generator=generator)
             if not isinstance(batch, TaskBatch):
                 raise TypeError(f"sample_tasks must return a mamlbook.TaskBatch, got {type(batch).__name__}")
-            batch = batch.to(device)
+            batch = batch.slice_tasks(share.start, share.stop).to(device)
             try:
                 meta_losses[iteration] = meta_step(batch, iteration)
             except NonFiniteLossError as error:
                 history = meta_losses[:iteration].cpu()
                 raise _stopped_at(iteration, error, history, time.perf_counter() - start, device) from error
-            if progress and iteration % report_every == 0:
+            if show and iteration % report_every == 0:
                 bar.set_postfix(meta_loss=f"{meta_losses[iteration].item():.3f}")
+            done = iteration + 1
+            due = checkpoint is not None and (done % checkpoint.every == 0 or done == config.iterations)
+            if due and ranks.writes:
+                save_training_state(
+                    checkpoint.path,
+                    {
+                        "learner": description,
+                        "config": dataclasses.asdict(config),
+                        "iteration": done,
+                        "seconds": time.perf_counter() - start,
+                        "generator": generator.get_state(),
+                        "meta_losses": meta_losses[:done].cpu(),
+                        "learner_state": checkpoint.state(),
+                    },
+                )
     return TrainingHistory(meta_losses.cpu(), time.perf_counter() - start, str(device), None, None)
+
+
+def _read_checkpoint(
+    path: Path, description: str, config: MetaTrainConfig | ReptileConfig
+) -> dict[str, object] | None:
+    """The checkpoint at ``path`` of this run, or None when there is none yet."""
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise ValueError(f"checkpoint: the folder {str(path.parent)!r} does not exist")
+        check_replaceable(path)
+        return None
+    check_replaceable(path)
+    return load_training_state(path, learner=description, config=dataclasses.asdict(config))
 
 
 def _stopped_at(
