@@ -29,15 +29,12 @@ import datetime
 import functools
 import os
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from ._checks import check_positive_float
 from .errors import NonFiniteLossError
-
-Result = TypeVar("Result")
 
 TIMEOUT_S = 300.0
 """Seconds a process waits in a collective for the others before it gives up, by default."""
@@ -66,7 +63,7 @@ class Ranks:
 
     @property
     def writes(self) -> bool:
-        """Whether this process writes checkpoints, records and progress bars: rank 0 alone."""
+        """True in rank 0 alone, the process that writes checkpoints, records and progress bars."""
         return self.rank == 0
 
     def share(self, num_tasks: int) -> slice:
@@ -87,7 +84,7 @@ class Ranks:
             for tensor in tensors:
                 self._collective(dist.broadcast, tensor, src=source)
 
-    def from_writer(self, read: Callable[[], Result]) -> Result:
+    def from_writer(self, read: Callable[[], object]) -> object:
         """``read()``, run by rank 0 alone, its result (or its ``ValueError``) given to every process.
 
         A checkpoint is read this way: only rank 0 needs to see the file.
@@ -202,6 +199,13 @@ def launch_rank() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
     return int(os.environ.get("RANK", "0"))
+
+
+def launch_world_size() -> int:
+    """The number of processes: the default group's size, else torchrun's ``WORLD_SIZE``, else 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def init_process_group(*, device: torch.device, timeout_s: float = TIMEOUT_S) -> None:

@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.distributed
 import torch.nn.functional as F
 
 from . import __version__
 from ._checks import check_bool, check_int, check_seed
 from .baselines import pretrain
+from .distributed import launch_world_size
 from .evaluation import EvaluationResult, evaluate
 from .models import MLP, Conv4
 from .rl.meta import NavigationConfig
@@ -523,7 +523,7 @@ def environment(device: torch.device) -> dict[str, object]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
-        "processes": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
+        "processes": launch_world_size(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
 
