@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -254,9 +253,6 @@ def reptile_train(
         for name, tensor in params.items():
             tensor.copy_(saved["params"][name])
 
-    saving = None
-    if checkpoint is not None:
-        saving = Checkpointing(Path(checkpoint), checkpoint_every, state, restore)
     history = outer_loop(
         step,
         sample_tasks,
@@ -265,7 +261,7 @@ def reptile_train(
         progress=progress,
         description="Reptile",
         ranks=ranks,
-        checkpoint=saving,
+        checkpoint=Checkpointing.of(checkpoint, checkpoint_every, state, restore),
     )
     inner_loop = InnerLoop.of(
         params, inner_lr=config.inner_lr, inner_steps=config.inner_steps, first_order=True

@@ -26,7 +26,7 @@ from ._checks import (
 )
 from ._files import check_replaceable
 from .checkpoint import load_training_state, save_training_state
-from .distributed import Ranks, local_device, resolve_ranks
+from .distributed import DistributedError, Ranks, local_device, resolve_ranks
 from .errors import NonFiniteLossError
 from .inner import InnerLoop
 from .meta import maml_loss
@@ -323,9 +323,6 @@ def meta_train(
                 tensor.copy_(saved_tensors[name])
         optimizer.load_state_dict(saved["optimizer"])
 
-    saving = None
-    if checkpoint is not None:
-        saving = Checkpointing(Path(checkpoint), checkpoint_every, state, restore)
     history = outer_loop(
         adam_step,
         sample_tasks,
@@ -334,7 +331,7 @@ def meta_train(
         progress=progress,
         description="meta-training",
         ranks=ranks,
-        checkpoint=saving,
+        checkpoint=Checkpointing.of(checkpoint, checkpoint_every, state, restore),
     )
     learned = as_inner_lr({name: rate.detach().clone() for name, rate in rates.items()})
     inner_loop = InnerLoop.of(
@@ -361,6 +358,23 @@ class Checkpointing(NamedTuple):
     every: int
     state: Callable[[], dict[str, object]]
     restore: Callable[[dict[str, object]], None]
+
+    @classmethod
+    def of(
+        cls,
+        checkpoint: str | os.PathLike | None,
+        checkpoint_every: int,
+        state: Callable[[], dict[str, object]],
+        restore: Callable[[dict[str, object]], None],
+    ) -> Checkpointing | None:
+        """The checkpointing that ``meta_train``'s arguments ask for; None without a path."""
+        if checkpoint is None:
+            return None
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be None or a file path, got {type(checkpoint).__name__}")
+        return cls(
+            Path(checkpoint), check_int("checkpoint_every", checkpoint_every, minimum=1), state, restore
+        )
 
 
 def outer_loop(
@@ -406,7 +420,6 @@ def outer_loop(
     meta_losses = torch.empty(config.iterations, device=device)
     first, seconds_before = 0, 0.0
     if checkpoint is not None:
-        check_int("checkpoint_every", checkpoint.every, minimum=1)
         saved = ranks.from_writer(lambda: _read_checkpoint(checkpoint.path, description, config))
         if saved is not None:
             checkpoint.restore(saved["learner_state"])
@@ -428,6 +441,8 @@ def outer_loop(
             except NonFiniteLossError as error:
                 history = meta_losses[:iteration].cpu()
                 raise _stopped_at(iteration, error, history, time.perf_counter() - start, device) from error
+            except DistributedError as error:
+                raise DistributedError(f"meta-iteration {iteration}: {error}") from error
             if show and iteration % report_every == 0:
                 bar.set_postfix(meta_loss=f"{meta_losses[iteration].item():.3f}")
             done = iteration + 1
