@@ -85,9 +85,12 @@ class Ranks:
                 self._collective(dist.broadcast, tensor, src=source)
 
     def from_writer(self, read: Callable[[], object]) -> object:
-        """``read()``, run by rank 0 alone, its result (or its ``ValueError``) given to every process.
+        """``read()``, run by rank 0 alone; its result, or the error it raised, in every process.
 
         A checkpoint is read this way: only rank 0 needs to see the file.
+
+        Raises:
+            ValueError, OSError: what ``read()`` raised, in every process alike.
         """
         if self.world_size == 1:
             return read()
@@ -95,13 +98,13 @@ class Ranks:
         if self.writes:
             try:
                 outcome = (read(), None)
-            except ValueError as error:
-                outcome = (None, str(error))
+            except (ValueError, OSError) as error:
+                outcome = (None, error)
         objects = [outcome]
         self._collective(dist.broadcast_object_list, objects, src=dist.get_global_rank(self.group, 0))
-        result, message = objects[0]
-        if message is not None:
-            raise ValueError(message)
+        result, error = objects[0]
+        if error is not None:
+            raise error
         return result
 
     def task_weighted_sum(

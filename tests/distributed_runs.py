@@ -162,6 +162,12 @@ def run(name: str, out: Path, ranks: mb.distributed.Ranks) -> object:
             checkpoint=out / f"{name}.ckpt",
         )
         return result(model, history)
+    if name == "foreign_checkpoint":  # a file that the test wrote, not a checkpoint
+        try:
+            train("maml", make_model(), checkpoint=out / f"{name}.ckpt")
+        except ValueError as error:
+            return {"message": str(error)}
+        return {"message": None}
     if name == "too_few_tasks":
         try:
             train("maml", make_model(), config=dataclasses.replace(MAML, meta_batch_size=1))

@@ -38,6 +38,7 @@ TWO_PROCESS_RUNS = (
     "resume_from_one",
     "checkpoint_for_one",
     "too_few_tasks",
+    "foreign_checkpoint",
 )
 
 
@@ -52,7 +53,8 @@ def one_process_environment() -> dict[str, str]:
 def two_processes(tmp_path_factory) -> Path:
     """Every run of ``TWO_PROCESS_RUNS``, once, under ``torchrun --nproc_per_node 2``.
 
-    The checkpoint that ``resume_from_one`` resumes is written first, by this process.
+    The checkpoint that ``resume_from_one`` resumes is written first, by this process, and
+    so is the file that ``foreign_checkpoint`` is given.
     """
     out = tmp_path_factory.mktemp("two_processes")
     model = runs.make_model()
@@ -60,6 +62,7 @@ def two_processes(tmp_path_factory) -> Path:
     runs.train(
         "maml_uneven", model, config=first_two, checkpoint=out / "resume_from_one.ckpt", process_group=None
     )
+    (out / "foreign_checkpoint.ckpt").write_bytes(b"not a checkpoint")
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(RUNS), str(out), *TWO_PROCESS_RUNS]
     finished = subprocess.run(
         command, env=one_process_environment(), capture_output=True, text=True, timeout=600, check=False
@@ -131,6 +134,11 @@ def test_every_process_refuses_fewer_tasks_than_processes(two_processes):
     for rank in (0, 1):
         message = saved(two_processes, "too_few_tasks", rank)["message"]
         assert message.startswith("meta_batch_size (1) must be at least the number of processes (2)")
+
+
+def test_every_process_refuses_a_file_that_is_not_a_checkpoint(two_processes):
+    messages = [saved(two_processes, "foreign_checkpoint", rank)["message"] for rank in (0, 1)]
+    assert messages[0] == messages[1] and "is not a training checkpoint" in messages[0]
 
 
 @pytest.mark.parametrize("name", ["resume_from_one", "checkpoint_for_one"])
