@@ -263,7 +263,4 @@ def reptile_train(
         ranks=ranks,
         checkpoint=Checkpointing.of(checkpoint, checkpoint_every, state, restore),
     )
-    inner_loop = InnerLoop.of(
-        params, inner_lr=config.inner_lr, inner_steps=config.inner_steps, first_order=True
-    )
-    return history._replace(inner_lr=config.inner_lr, inner_loop=inner_loop)
+    return history._replace(inner_lr=config.inner_lr, inner_loop=loop)

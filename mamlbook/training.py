@@ -467,12 +467,11 @@ def _read_checkpoint(
     path: Path, description: str, config: MetaTrainConfig | ReptileConfig
 ) -> dict[str, object] | None:
     """The checkpoint at ``path`` of this run, or None when there is none yet."""
-    if not path.exists():
-        if not path.parent.is_dir():
-            raise ValueError(f"checkpoint: the folder {str(path.parent)!r} does not exist")
-        check_replaceable(path)
-        return None
+    if not path.parent.is_dir():
+        raise ValueError(f"checkpoint: the folder {str(path.parent)!r} does not exist")
     check_replaceable(path)
+    if not path.exists():
+        return None
     return load_training_state(path, learner=description, config=dataclasses.asdict(config))
 
 
