@@ -131,6 +131,15 @@ def stop_rank(rank: int, at_iteration: int, how: str):
     return sample
 
 
+def value_error_of(function) -> dict[str, str | None]:
+    """The message of the ``ValueError`` that ``function()`` raises, None when it raises none."""
+    try:
+        function()
+    except ValueError as error:
+        return {"message": str(error)}
+    return {"message": None}
+
+
 def run(name: str, out: Path, ranks: mb.distributed.Ranks) -> object:
     """One named run in this process; what it returns is saved."""
     if name in CONFIGS:
@@ -152,46 +161,21 @@ def run(name: str, out: Path, ranks: mb.distributed.Ranks) -> object:
     if name in ("resume_from_one", "checkpoint_for_one"):  # 2 iterations more, or the first 2 of 4
         model = make_model()
         config = dataclasses.replace(CONFIGS["maml_uneven"], iterations=4 if name == "resume_from_one" else 2)
-        history = mb.meta_train(
-            model,
-            sample_tasks,
-            config,
-            loss_fn=F.mse_loss,
-            device="cpu",
-            progress=False,
-            checkpoint=out / f"{name}.ckpt",
-        )
-        return result(model, history)
+        return result(model, train("maml_uneven", model, config=config, checkpoint=out / f"{name}.ckpt"))
     if name == "foreign_checkpoint":  # a file that the test wrote, not a checkpoint
-        try:
-            train("maml", make_model(), checkpoint=out / f"{name}.ckpt")
-        except ValueError as error:
-            return {"message": str(error)}
-        return {"message": None}
+        return value_error_of(lambda: train("maml", make_model(), checkpoint=out / f"{name}.ckpt"))
     if name == "too_few_tasks":
-        try:
-            train("maml", make_model(), config=dataclasses.replace(MAML, meta_batch_size=1))
-        except ValueError as error:
-            return {"message": str(error)}
-        return {"message": None}
+        return value_error_of(
+            lambda: train("maml", make_model(), config=dataclasses.replace(MAML, meta_batch_size=1))
+        )
     if name == "checkpointed_every_iteration":  # alone, killed and restarted by the test
         model = make_model(hidden=(256, 256))
-        history = mb.meta_train(
-            model,
-            sample_tasks,
-            LONG_RUN,
-            loss_fn=F.mse_loss,
-            device="cpu",
-            progress=False,
-            checkpoint=out / f"{name}.ckpt",
-            checkpoint_every=1,
-        )
+        history = train("maml", model, config=LONG_RUN, checkpoint=out / f"{name}.ckpt", checkpoint_every=1)
         return result(model, history)
     if name in ("killed_rank", "hung_rank"):
-        model = make_model()
         sampler = stop_rank(1, at_iteration=3, how="kill" if name == "killed_rank" else "hang")
         config = dataclasses.replace(CONFIGS["maml_uneven"], iterations=20)
-        mb.meta_train(model, sampler, config, loss_fn=F.mse_loss, device="cpu", progress=False)
+        train("maml_uneven", make_model(), config=config, sample_tasks=sampler)
         return {"finished": True}
     raise ValueError(f"no run named {name!r}")
 
